@@ -1,0 +1,8 @@
+//! pgrx-free algorithms behind the `biomedclip` PostgreSQL extension.
+//!
+//! Everything here is plain Rust, tested with `cargo test`, and reusable from a CLI, a server or a
+//! benchmark: distance kernels, the vector text/binary formats and element-wise vector operations.
+
+pub mod distance;
+pub mod vector_format;
+pub mod vector_ops;

@@ -1,0 +1,251 @@
+//! Text and binary formats of the `embedding` and `halfembedding` SQL types.
+//!
+//! Text is pgvector's: `[1,2.5,-3e-7]`, whitespace allowed around elements and brackets. Output
+//! uses the shortest decimal that parses back to the same float, so text round-trips exactly.
+//!
+//! Binary is pgvector's wire layout, so binary COPY and client libraries interoperate:
+//! int16 dimensions, int16 reserved (must be 0), then the elements in network byte order
+//! (f32 for `embedding`, IEEE binary16 for `halfembedding`).
+
+use half::f16;
+use std::fmt;
+
+/// Most dimensions a vector may have (pgvector's limit too).
+pub const MAX_DIM: usize = 16000;
+
+/// Why a vector value was rejected. Messages are meant to reach users verbatim.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VectorError {
+    Empty,
+    Malformed(String),
+    NotFinite(String),
+    OutOfRange(String),
+    TooManyDims(usize),
+    TruncatedBinary { expected: usize, got: usize },
+    ReservedNonZero(i16),
+    DimMismatch { left: usize, right: usize },
+    TypmodMismatch { expected: usize, got: usize },
+    Overflow(&'static str),
+}
+
+impl fmt::Display for VectorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VectorError::Empty => write!(f, "vector must have at least 1 dimension"),
+            VectorError::Malformed(d) => write!(f, "malformed vector literal: {d}"),
+            VectorError::NotFinite(t) => write!(f, "NaN or Infinity not allowed in vector: \"{t}\""),
+            VectorError::OutOfRange(t) => write!(f, "\"{t}\" is out of range for the vector element type"),
+            VectorError::TooManyDims(n) => write!(f, "vector cannot have more than {MAX_DIM} dimensions (got {n})"),
+            VectorError::TruncatedBinary { expected, got } => {
+                write!(f, "invalid binary vector: expected {expected} bytes, got {got}")
+            }
+            VectorError::ReservedNonZero(v) => write!(f, "invalid binary vector: reserved field is {v}, expected 0"),
+            VectorError::DimMismatch { left, right } => {
+                write!(f, "different vector dimensions {left} and {right}")
+            }
+            VectorError::TypmodMismatch { expected, got } => write!(f, "expected {expected} dimensions, not {got}"),
+            VectorError::Overflow(op) => write!(f, "value out of range: overflow in vector {op}"),
+        }
+    }
+}
+
+impl std::error::Error for VectorError {}
+
+/// Checks a dimension count against the limits.
+pub fn check_dims(n: usize) -> Result<(), VectorError> {
+    match n {
+        0 => Err(VectorError::Empty),
+        n if n > MAX_DIM => Err(VectorError::TooManyDims(n)),
+        _ => Ok(()),
+    }
+}
+
+/// Element types a vector can hold.
+pub trait Element: Copy + Sized {
+    /// Size in bytes on the wire and on disk.
+    const SIZE: usize;
+    fn from_f32_checked(x: f32, token: &str) -> Result<Self, VectorError>;
+    fn to_f32(self) -> f32;
+    fn to_be_bytes_vec(self, out: &mut Vec<u8>);
+    fn from_be_slice(b: &[u8]) -> Self;
+}
+
+impl Element for f32 {
+    const SIZE: usize = 4;
+    fn from_f32_checked(x: f32, token: &str) -> Result<Self, VectorError> {
+        if x.is_finite() {
+            Ok(x)
+        } else {
+            Err(VectorError::NotFinite(token.to_string()))
+        }
+    }
+    fn to_f32(self) -> f32 {
+        self
+    }
+    fn to_be_bytes_vec(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_be_bytes());
+    }
+    fn from_be_slice(b: &[u8]) -> Self {
+        f32::from_be_bytes([b[0], b[1], b[2], b[3]])
+    }
+}
+
+impl Element for f16 {
+    const SIZE: usize = 2;
+    fn from_f32_checked(x: f32, token: &str) -> Result<Self, VectorError> {
+        if !x.is_finite() {
+            return Err(VectorError::NotFinite(token.to_string()));
+        }
+        let h = f16::from_f32(x);
+        if h.is_infinite() {
+            return Err(VectorError::OutOfRange(token.to_string()));
+        }
+        Ok(h)
+    }
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+    fn to_be_bytes_vec(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_bits().to_be_bytes());
+    }
+    fn from_be_slice(b: &[u8]) -> Self {
+        f16::from_bits(u16::from_be_bytes([b[0], b[1]]))
+    }
+}
+
+fn is_pg_space(c: char) -> bool {
+    // PostgreSQL's scanner_isspace: space, tab, newline, carriage return, vertical tab, form feed.
+    matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c')
+}
+
+/// Parses `[a,b,...]` into elements of type `T`.
+pub fn parse_text<T: Element>(input: &str) -> Result<Vec<T>, VectorError> {
+    let s = input.trim_matches(is_pg_space);
+    let inner = s
+        .strip_prefix('[')
+        .ok_or_else(|| VectorError::Malformed(format!("\"{}\": vector contents must start with \"[\"", preview(input))))?
+        .strip_suffix(']')
+        .ok_or_else(|| VectorError::Malformed(format!("\"{}\": vector contents must end with \"]\"", preview(input))))?;
+    if inner.trim_matches(is_pg_space).is_empty() {
+        return Err(VectorError::Empty);
+    }
+    let mut out = Vec::new();
+    for raw in inner.split(',') {
+        let token = raw.trim_matches(is_pg_space);
+        if token.is_empty() {
+            return Err(VectorError::Malformed(format!("\"{}\": empty element", preview(input))));
+        }
+        if out.len() == MAX_DIM {
+            return Err(VectorError::TooManyDims(inner.split(',').count()));
+        }
+        out.push(parse_element::<T>(token)?);
+    }
+    Ok(out)
+}
+
+fn parse_element<T: Element>(token: &str) -> Result<T, VectorError> {
+    // Rust's parser accepts "inf", "nan" and "infinity"; PostgreSQL's float4in also does, and
+    // both are rejected here by value. Anything else that does not parse is malformed.
+    let valid_chars = token.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '-'));
+    let x: f32 = match token.parse::<f32>() {
+        Ok(x) if valid_chars => x,
+        _ => return Err(VectorError::Malformed(format!("invalid element \"{}\"", preview(token)))),
+    };
+    let lower = token.to_ascii_lowercase();
+    if x.is_infinite() && !lower.contains("inf") {
+        // A finite literal that rounds to infinity.
+        return Err(VectorError::OutOfRange(token.to_string()));
+    }
+    T::from_f32_checked(x, token)
+}
+
+fn preview(s: &str) -> String {
+    const MAX: usize = 40;
+    if s.chars().count() <= MAX {
+        s.to_string()
+    } else {
+        format!("{}...", s.chars().take(MAX).collect::<String>())
+    }
+}
+
+/// Formats elements as `[a,b,...]` with shortest round-trip decimals.
+pub fn format_text<T: Element>(v: &[T]) -> String {
+    let mut out = String::with_capacity(v.len() * 12 + 2);
+    out.push('[');
+    for (i, x) in v.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_shortest(&mut out, x.to_f32());
+    }
+    out.push(']');
+    out
+}
+
+fn push_shortest(out: &mut String, x: f32) {
+    use fmt::Write;
+    // Debug formatting is the shortest representation that round-trips, using exponent notation
+    // for very large and small magnitudes. Drop the ".0" Rust adds to integral values.
+    let start = out.len();
+    let _ = write!(out, "{x:?}");
+    if out[start..].ends_with(".0") {
+        out.truncate(out.len() - 2);
+    }
+}
+
+/// Encodes pgvector's binary wire layout.
+pub fn encode_binary<T: Element>(v: &[T]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + v.len() * T::SIZE);
+    out.extend_from_slice(&(v.len() as i16).to_be_bytes());
+    out.extend_from_slice(&0i16.to_be_bytes());
+    for x in v {
+        x.to_be_bytes_vec(&mut out);
+    }
+    out
+}
+
+/// Decodes pgvector's binary wire layout, checking every size field against the data.
+pub fn decode_binary<T: Element>(buf: &[u8]) -> Result<Vec<T>, VectorError> {
+    if buf.len() < 4 {
+        return Err(VectorError::TruncatedBinary { expected: 4, got: buf.len() });
+    }
+    let dims = i16::from_be_bytes([buf[0], buf[1]]);
+    let reserved = i16::from_be_bytes([buf[2], buf[3]]);
+    if dims < 1 {
+        return Err(VectorError::Empty);
+    }
+    let dims = dims as usize;
+    check_dims(dims)?;
+    if reserved != 0 {
+        return Err(VectorError::ReservedNonZero(reserved));
+    }
+    let expected = 4 + dims * T::SIZE;
+    if buf.len() != expected {
+        return Err(VectorError::TruncatedBinary { expected, got: buf.len() });
+    }
+    buf[4..]
+        .chunks_exact(T::SIZE)
+        .map(|c| {
+            let x = T::from_be_slice(c);
+            T::from_f32_checked(x.to_f32(), "binary element")
+        })
+        .collect()
+}
+
+/// Parses the typmod list of `embedding(n)`.
+pub fn parse_typmod(list: &[&str]) -> Result<usize, String> {
+    if list.len() != 1 {
+        return Err("invalid type modifier: expected a single dimension count".into());
+    }
+    let n: i64 = list[0]
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid type modifier \"{}\": not an integer", preview(list[0])))?;
+    if n < 1 {
+        return Err("dimensions for type embedding must be at least 1".into());
+    }
+    if n as u64 > MAX_DIM as u64 {
+        return Err(format!("dimensions for type embedding cannot exceed {MAX_DIM}"));
+    }
+    Ok(n as usize)
+}
