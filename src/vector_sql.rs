@@ -15,20 +15,30 @@ use pgrx::array::RawArray;
 use pgrx::{pg_sys, Internal};
 use std::ffi::{CStr, CString};
 
-/// Elements as f32, checking that a value from an array is finite and fits the element type.
-fn checked_from_f64<T: Element>(values: impl Iterator<Item = f64>) -> Vec<T> {
+/// Converts values to the element type, checking that each is finite and in range.
+fn try_from_f64<T: Element>(values: impl Iterator<Item = f64>) -> Result<Vec<T>, VectorError> {
     values
         .map(|x| {
-            let token = x.to_string();
+            let token = if x.is_nan() {
+                "NaN".to_string()
+            } else if x.is_infinite() {
+                if x > 0.0 { "Infinity" } else { "-Infinity" }.to_string()
+            } else {
+                format!("{x:?}")
+            };
             if !x.is_finite() {
-                raise(VectorError::NotFinite(token));
+                return Err(VectorError::NotFinite(token));
             }
             if x.abs() > f32::MAX as f64 {
-                raise(VectorError::OutOfRange(token));
+                return Err(VectorError::OutOfRange(token));
             }
-            T::from_f32_checked(x as f32, &token).or_raise()
+            T::from_f32_checked(x as f32, &token)
         })
         .collect()
+}
+
+fn checked_from_f64<T: Element>(values: impl Iterator<Item = f64>) -> Vec<T> {
+    try_from_f64(values).or_raise()
 }
 
 /// The elements of a 1-D array without NULLs, as a cast source.
@@ -36,10 +46,10 @@ fn cast_array_values<E: Copy>(arr: Array<E>) -> Vec<E> {
     // Safety: `arr` came from a valid array datum; RawArray reads its header and data in place.
     let mut raw = unsafe { RawArray::from_array(arr) }.unwrap_or_else(|| raise(VectorError::Empty));
     if raw.dims().len() > 1 {
-        raise(VectorError::Malformed("array must be 1-D".into()));
+        raise(VectorError::Invalid("array must be 1-D".into()));
     }
     if unsafe { raw.any_nulls() } {
-        raise(VectorError::Malformed("array must not contain nulls".into()));
+        raise(VectorError::Invalid("array must not contain nulls".into()));
     }
     unsafe { raw.data::<E>().as_ref().to_vec() }
 }
@@ -70,13 +80,13 @@ pub(crate) unsafe fn read_binary<T: Element>(buf: Internal) -> Vec<T> {
 }
 
 fn accumulate<T: Element>(state: Array<f64>, v: &PgVector<T>) -> Vec<f64> {
-    let mut s = SumState::from_array(state.as_slice().unwrap_or_else(|_| raise(VectorError::Malformed("bad aggregate state".into()))));
+    let mut s = SumState::from_array(state.as_slice().unwrap_or_else(|_| raise(VectorError::Invalid("invalid aggregate state".into()))));
     s.accumulate(&v.to_f32_vec()).or_raise();
     s.to_array()
 }
 
 fn finish<T: Element>(state: Array<f64>, avg: bool) -> Option<PgVector<T>> {
-    let s = SumState::from_array(state.as_slice().unwrap_or_else(|_| raise(VectorError::Malformed("bad aggregate state".into()))));
+    let s = SumState::from_array(state.as_slice().unwrap_or_else(|_| raise(VectorError::Invalid("invalid aggregate state".into()))));
     let out = if avg { s.avg() } else { s.sum() }?;
     let values = out.or_raise();
     Some(PgVector::from_slice(&checked_from_f64::<T>(values.iter().map(|&x| x as f64))))
@@ -85,15 +95,22 @@ fn finish<T: Element>(state: Array<f64>, avg: bool) -> Option<PgVector<T>> {
 /// Combine function shared by every vector aggregate (the state is float8[] for both types).
 #[pg_extern(sql = false)]
 fn biomedclip_vector_combine(a: Array<f64>, b: Array<f64>) -> Vec<f64> {
-    let bad = |_| raise(VectorError::Malformed("bad aggregate state".into()));
+    let bad = |_| raise(VectorError::Invalid("invalid aggregate state".into()));
     let mut s = SumState::from_array(a.as_slice().unwrap_or_else(bad));
     s.combine(&SumState::from_array(b.as_slice().unwrap_or_else(bad))).or_raise();
     s.to_array()
 }
 
-fn binary_op<T: Element>(a: &PgVector<T>, b: &PgVector<T>, f: fn(&[f32], &[f32]) -> Result<Vec<f32>, VectorError>) -> PgVector<T> {
+fn binary_op<T: Element>(
+    a: &PgVector<T>,
+    b: &PgVector<T>,
+    op: &'static str,
+    f: fn(&[f32], &[f32]) -> Result<Vec<f32>, VectorError>,
+) -> PgVector<T> {
     let out = f(&a.to_f32_vec(), &b.to_f32_vec()).or_raise();
-    PgVector::from_slice(&checked_from_f64::<T>(out.iter().map(|&x| x as f64)))
+    // A result that fits f32 can still overflow binary16.
+    let narrowed = try_from_f64::<T>(out.iter().map(|&x| x as f64)).map_err(|_| VectorError::Overflow(op));
+    PgVector::from_slice(&narrowed.or_raise())
 }
 
 macro_rules! vector_sql_functions {
@@ -190,17 +207,17 @@ macro_rules! vector_sql_functions {
 
             #[pg_extern(sql = false)]
             fn [<$p _add>](a: PgVector<$T>, b: PgVector<$T>) -> PgVector<$T> {
-                binary_op(&a, &b, vector_ops::add)
+                binary_op(&a, &b, "addition", vector_ops::add)
             }
 
             #[pg_extern(sql = false)]
             fn [<$p _sub>](a: PgVector<$T>, b: PgVector<$T>) -> PgVector<$T> {
-                binary_op(&a, &b, vector_ops::sub)
+                binary_op(&a, &b, "subtraction", vector_ops::sub)
             }
 
             #[pg_extern(sql = false)]
             fn [<$p _mul>](a: PgVector<$T>, b: PgVector<$T>) -> PgVector<$T> {
-                binary_op(&a, &b, vector_ops::mul)
+                binary_op(&a, &b, "multiplication", vector_ops::mul)
             }
 
             #[pg_extern(sql = false)]

@@ -26,6 +26,8 @@ pub enum VectorError {
     DimMismatch { left: usize, right: usize },
     TypmodMismatch { expected: usize, got: usize },
     Overflow(&'static str),
+    /// Any other invalid value; the message is shown as is.
+    Invalid(String),
 }
 
 impl fmt::Display for VectorError {
@@ -45,6 +47,7 @@ impl fmt::Display for VectorError {
             }
             VectorError::TypmodMismatch { expected, got } => write!(f, "expected {expected} dimensions, not {got}"),
             VectorError::Overflow(op) => write!(f, "value out of range: overflow in vector {op}"),
+            VectorError::Invalid(msg) => write!(f, "{msg}"),
         }
     }
 }

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs the pg_regress suite in tests/pg_regress against a throwaway cluster that is always stopped.
+# Expects the extension to be installed (scripts/test.sh does that).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+PORT=${REGRESS_PORT:-54329}
+work=$(mktemp -d /tmp/biomedclip-regress.XXXXXX)
+chmod 755 "$work"
+cleanup() {
+  bash "$ROOT/scripts/pg_cluster.sh" stop "$work/data" immediate
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+bash scripts/pg_cluster.sh start "$work/data" "$PORT" "max_parallel_workers_per_gather = 2"
+mkdir -p "$work/out"
+if [ "${REGRESS_ACCEPT:-0}" = 1 ]; then
+  for f in $(sed -n 's/^test: //p' tests/pg_regress/schedule); do touch "tests/pg_regress/expected/$f.out"; done
+fi
+status=0
+/usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress \
+  --bindir=/usr/lib/postgresql/15/bin --host=127.0.0.1 --port="$PORT" --user=postgres \
+  --dbname=biomedclip_regress --inputdir="$ROOT/tests/pg_regress" --outputdir="$work/out" \
+  --schedule="$ROOT/tests/pg_regress/schedule" || status=$?
+if [ "${REGRESS_ACCEPT:-0}" = 1 ]; then
+  # Developer aid: take the new outputs as expected. Review them with `git diff` before committing.
+  cp "$work/out/results/"*.out tests/pg_regress/expected/
+  echo "pg_regress: outputs copied to tests/pg_regress/expected; review with git diff"
+  exit 0
+fi
+if [ $status -ne 0 ]; then
+  echo "pg_regress failed; differences:"
+  cat "$work/out/regression.diffs" 2>/dev/null || true
+  exit $status
+fi
+total=$(grep -c '^test:' tests/pg_regress/schedule)
+echo "pg_regress: $total passed, 0 failed"
