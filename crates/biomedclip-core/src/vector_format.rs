@@ -69,6 +69,8 @@ pub trait Element: Copy + Sized {
     const SIZE: usize;
     fn from_f32_checked(x: f32, token: &str) -> Result<Self, VectorError>;
     fn to_f32(self) -> f32;
+    /// Appends the shortest decimal that parses back to exactly this value.
+    fn push_shortest(self, out: &mut String);
     fn to_be_bytes_vec(self, out: &mut Vec<u8>);
     fn from_be_slice(b: &[u8]) -> Self;
 }
@@ -84,6 +86,9 @@ impl Element for f32 {
     }
     fn to_f32(self) -> f32 {
         self
+    }
+    fn push_shortest(self, out: &mut String) {
+        push_shortest_f32(out, self)
     }
     fn to_be_bytes_vec(self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.to_be_bytes());
@@ -107,6 +112,20 @@ impl Element for f16 {
     }
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
+    }
+    fn push_shortest(self, out: &mut String) {
+        // The f32 shortest form of a half value has up to 9 digits ("0.099975586"); search for
+        // the fewest significant digits that still round to the same half ("0.1").
+        let x = self.to_f32();
+        for digits in 0..9 {
+            let candidate = format!("{x:.digits$e}");
+            let back: f32 = candidate.parse().expect("formatted float parses");
+            if f16::from_f32(back) == self {
+                push_shortest_f32(out, back);
+                return;
+            }
+        }
+        push_shortest_f32(out, x)
     }
     fn to_be_bytes_vec(self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.to_bits().to_be_bytes());
@@ -179,13 +198,13 @@ pub fn format_text<T: Element>(v: &[T]) -> String {
         if i > 0 {
             out.push(',');
         }
-        push_shortest(&mut out, x.to_f32());
+        x.push_shortest(&mut out);
     }
     out.push(']');
     out
 }
 
-fn push_shortest(out: &mut String, x: f32) {
+fn push_shortest_f32(out: &mut String, x: f32) {
     use fmt::Write;
     // Debug formatting is the shortest representation that round-trips, using exponent notation
     // for very large and small magnitudes. Drop the ".0" Rust adds to integral values.

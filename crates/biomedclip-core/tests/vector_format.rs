@@ -47,12 +47,24 @@ fn formats_like_pgvector() {
     assert_eq!(format_text(&[1.0f32, -2.5, 0.0]), "[1,-2.5,0]");
     assert_eq!(format_text(&[1e-40f32]), "[1e-40]");
     assert_eq!(format_text(&[f16::from_f32(0.5)]), "[0.5]");
+    // Shortest decimal that maps back to the same half, not the f32 expansion 0.099975586
+    // (numpy prints float16 the same way: 65504 is "65500").
+    assert_eq!(format_text(&[f16::from_f32(0.1), f16::from_f32(-0.3), f16::from_f32(65504.0)]), "[0.1,-0.3,65500]");
 }
 
 proptest! {
     #[test]
     fn text_round_trips_exactly(v in prop::collection::vec(any::<f32>().prop_filter("finite", |x| x.is_finite()), 1..300)) {
         let back = parse_text::<f32>(&format_text(&v)).unwrap();
+        prop_assert_eq!(back.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), v.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn half_text_round_trips_exactly(bits in prop::collection::vec(any::<u16>(), 1..200)) {
+        let v: Vec<f16> = bits.into_iter().map(f16::from_bits).filter(|x| x.is_finite()).collect();
+        prop_assume!(!v.is_empty());
+        let back = parse_text::<f16>(&format_text(&v)).unwrap();
+        // -0 and 0 compare equal; compare bit patterns to be strict about every other value.
         prop_assert_eq!(back.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), v.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
     }
 
