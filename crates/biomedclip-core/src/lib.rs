@@ -4,5 +4,8 @@
 //! benchmark: distance kernels, the vector text/binary formats and element-wise vector operations.
 
 pub mod distance;
+pub mod image_decode;
+pub mod preprocess;
+pub mod resample;
 pub mod vector_format;
 pub mod vector_ops;
