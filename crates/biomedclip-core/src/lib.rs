@@ -7,5 +7,8 @@ pub mod distance;
 pub mod image_decode;
 pub mod preprocess;
 pub mod resample;
+pub mod text_clean;
+mod text_tables;
+pub mod tokenize;
 pub mod vector_format;
 pub mod vector_ops;
