@@ -14,7 +14,8 @@ def clean(text):
     return " ".join(text.split()).strip()
 
 
-with open(sys.argv[1]) as f:
-    cases = json.load(f)
-with open(sys.argv[2], "w") as f:
-    json.dump([clean(c) for c in cases], f)
+if __name__ == "__main__":
+    with open(sys.argv[1]) as f:
+        cases = json.load(f)
+    with open(sys.argv[2], "w") as f:
+        json.dump([clean(c) for c in cases], f)

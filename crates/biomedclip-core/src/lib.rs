@@ -5,8 +5,10 @@
 
 pub mod distance;
 pub mod image_decode;
+pub mod model;
 pub mod preprocess;
 pub mod resample;
+pub mod runtime;
 pub mod text_clean;
 mod text_tables;
 pub mod tokenize;

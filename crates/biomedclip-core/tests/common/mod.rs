@@ -40,3 +40,21 @@ pub fn files_in(dir: &std::path::Path, exts: &[&str]) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// The ONNX Runtime library scripts/setup.sh extracts from the PyPI wheel (or ORT_DYLIB_PATH).
+pub fn ort_library() -> PathBuf {
+    std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/onnxruntime/libonnxruntime.so.1.32.0"))
+}
+
+/// A generated tiny model directory (tools/make_test_model.py), created once per target dir.
+pub fn tiny_model() -> PathBuf {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _g = LOCK.lock().unwrap();
+    let dir = workspace().join("target/test-work/models/tiny");
+    if !dir.join("manifest.json").exists() {
+        run_tool("make_test_model.py", &[dir.to_str().unwrap(), "--size", "tiny", "--shared", shared_data().to_str().unwrap()]);
+    }
+    dir
+}

@@ -1,0 +1,164 @@
+//! Model directories: `manifest.json`, `image_encoder.onnx`, `text_encoder.onnx`, `tokenizer.json`.
+//!
+//! Every file is read once, hashed with SHA-256 and compared with the manifest before it is used;
+//! the verified bytes themselves are what the runtime loads, so an embedding is traceable to the
+//! exact bytes that produced it. A model's identity is the SHA-256 of its manifest, which lists
+//! the hashes of all the other files.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub const IMAGE_ENCODER: &str = "image_encoder.onnx";
+pub const TEXT_ENCODER: &str = "text_encoder.onnx";
+pub const TOKENIZER: &str = "tokenizer.json";
+pub const MANIFEST: &str = "manifest.json";
+pub const MODEL_FILES: [&str; 3] = [IMAGE_ENCODER, TEXT_ENCODER, TOKENIZER];
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ImageSpec {
+    pub size: usize,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    pub interpolation: String,
+    pub resize_mode: String,
+    pub input: String,
+    pub output: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TextSpec {
+    pub context_length: usize,
+    pub input_ids: String,
+    pub attention_mask: String,
+    pub output: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub name: String,
+    pub version: String,
+    /// "fp32" or "int8".
+    pub precision: String,
+    pub embed_dim: usize,
+    /// log of the zero-shot temperature: logits = exp(logit_scale) * cosine.
+    pub logit_scale: f64,
+    pub image: ImageSpec,
+    pub text: TextSpec,
+    /// File name -> lowercase hex SHA-256.
+    pub files: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelError {
+    NoModelDir,
+    Io { path: PathBuf, detail: String },
+    BadManifest(String),
+    HashMismatch { file: String, expected: String, actual: String },
+    Unsupported(String),
+    InputNames { model: &'static str, expected: Vec<String>, actual: Vec<String> },
+    Runtime(String),
+}
+
+impl fmt::Display for ModelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ModelError::NoModelDir => write!(f, "no model configured: set biomedclip.model_dir to a model directory"),
+            ModelError::Io { path, detail } => write!(f, "cannot read {}: {detail}", path.display()),
+            ModelError::BadManifest(d) => write!(f, "invalid manifest.json: {d}"),
+            ModelError::HashMismatch { file, expected, actual } => {
+                write!(f, "sha256 of {file} does not match the manifest (expected {expected}, found {actual}); refusing to load")
+            }
+            ModelError::Unsupported(d) => write!(f, "unsupported model: {d}"),
+            ModelError::InputNames { model, expected, actual } => write!(
+                f,
+                "ONNX input/output names of {model} do not match the manifest: expected {expected:?}, the model has {actual:?}"
+            ),
+            ModelError::Runtime(d) => write!(f, "ONNX Runtime error: {d}"),
+        }
+    }
+}
+
+impl std::error::Error for ModelError {}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, ModelError> {
+    std::fs::read(path).map_err(|e| ModelError::Io { path: path.to_path_buf(), detail: e.to_string() })
+}
+
+/// A model directory whose files have all been read and verified.
+#[derive(Clone)]
+pub struct VerifiedModel {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    /// SHA-256 of manifest.json: the model's identity.
+    pub manifest_sha256: String,
+    pub image_encoder: Vec<u8>,
+    pub text_encoder: Vec<u8>,
+    pub tokenizer_json: Vec<u8>,
+}
+
+impl VerifiedModel {
+    /// Reads the manifest and every file, refusing the model on any hash mismatch.
+    pub fn load(dir: &Path) -> Result<VerifiedModel, ModelError> {
+        let manifest_bytes = read(&dir.join(MANIFEST))?;
+        let manifest: Manifest =
+            serde_json::from_slice(&manifest_bytes).map_err(|e| ModelError::BadManifest(e.to_string()))?;
+        validate(&manifest)?;
+        let mut contents = BTreeMap::new();
+        for file in MODEL_FILES {
+            let expected = manifest
+                .files
+                .get(file)
+                .ok_or_else(|| ModelError::BadManifest(format!("no sha256 listed for {file}")))?;
+            let bytes = read(&dir.join(file))?;
+            let actual = sha256_hex(&bytes);
+            if !actual.eq_ignore_ascii_case(expected) {
+                return Err(ModelError::HashMismatch { file: file.to_string(), expected: expected.clone(), actual });
+            }
+            contents.insert(file, bytes);
+        }
+        Ok(VerifiedModel {
+            dir: dir.to_path_buf(),
+            manifest_sha256: sha256_hex(&manifest_bytes),
+            manifest,
+            image_encoder: contents.remove(IMAGE_ENCODER).unwrap_or_default(),
+            text_encoder: contents.remove(TEXT_ENCODER).unwrap_or_default(),
+            tokenizer_json: contents.remove(TOKENIZER).unwrap_or_default(),
+        })
+    }
+}
+
+fn validate(m: &Manifest) -> Result<(), ModelError> {
+    if m.image.interpolation != "bicubic" {
+        return Err(ModelError::Unsupported(format!("image interpolation {:?} (only \"bicubic\")", m.image.interpolation)));
+    }
+    if m.image.resize_mode != "shortest" {
+        return Err(ModelError::Unsupported(format!("resize mode {:?} (only \"shortest\")", m.image.resize_mode)));
+    }
+    if !(16..=1024).contains(&m.image.size) {
+        return Err(ModelError::Unsupported(format!("image size {}", m.image.size)));
+    }
+    if m.image.std.iter().any(|&s| s <= 0.0 || !s.is_finite()) || m.image.mean.iter().any(|x| !x.is_finite()) {
+        return Err(ModelError::BadManifest("image mean/std must be finite, std positive".into()));
+    }
+    if !(1..=crate::vector_format::MAX_DIM).contains(&m.embed_dim) {
+        return Err(ModelError::BadManifest(format!("embed_dim {} out of range", m.embed_dim)));
+    }
+    if !(2..=8192).contains(&m.text.context_length) {
+        return Err(ModelError::BadManifest(format!("context_length {} out of range", m.text.context_length)));
+    }
+    if !m.logit_scale.is_finite() {
+        return Err(ModelError::BadManifest("logit_scale must be finite".into()));
+    }
+    if !matches!(m.precision.as_str(), "fp32" | "fp16" | "int8") {
+        return Err(ModelError::BadManifest(format!("precision {:?} (expected fp32, fp16 or int8)", m.precision)));
+    }
+    Ok(())
+}

@@ -1,0 +1,280 @@
+//! ONNX Runtime behind one narrow interface: [`EmbeddingBackend`] embeds a batch of preprocessed
+//! images or of token sequences. Today it runs in the calling process ([`LocalModel`]); a shared
+//! background worker can implement the same trait later.
+//!
+//! Process hygiene, as measured inside PostgreSQL backends (FIELD_NOTES):
+//! * the library is loaded lazily with `ort::init_from`, once per process, after setting
+//!   `ORT_DISABLE_TELEMETRY=1` (ONNX Runtime 1.32 otherwise starts a telemetry thread);
+//! * all signals are blocked while ONNX Runtime creates its threads, so that the host's signal
+//!   handlers (query cancel, timeouts) never run on them;
+//! * every run can be cancelled: a watchdog thread polls the caller's interrupt flag and
+//!   terminates the running call through ORT's run options.
+
+use crate::model::{ModelError, VerifiedModel};
+use crate::preprocess::PreprocessConfig;
+use crate::tokenize::TextTokenizer;
+use ort::environment::Environment;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::{RunOptions, Session};
+use ort::value::Tensor;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Which execution provider to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provider {
+    Cpu,
+    Cuda,
+    /// CUDA when it registers, else CPU (and say so).
+    Auto,
+}
+
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    pub intra_op_threads: usize,
+    pub provider: Provider,
+}
+
+/// Runs `f` with every signal blocked in the calling thread; threads created inside inherit the
+/// mask, so they never receive the host's signals.
+pub fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        let out = f();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        out
+    }
+}
+
+struct OrtState {
+    library: PathBuf,
+    environment: Environment,
+}
+
+static ORT: Mutex<Option<&'static OrtState>> = Mutex::new(None);
+
+/// Loads ONNX Runtime from `library` once per process. A failed load may be retried with another
+/// path; after a success the first library stays (a process can load only one).
+pub fn init_ort(library: &Path) -> Result<&'static Path, ModelError> {
+    let mut guard = ORT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(state) = *guard {
+        return Ok(&state.library);
+    }
+    if !library.is_file() {
+        return Err(ModelError::Runtime(format!(
+            "ONNX Runtime library {} does not exist (biomedclip.ort_library)",
+            library.display()
+        )));
+    }
+    // Must be set before the library is loaded: it stops ONNX Runtime's telemetry thread.
+    unsafe { std::env::set_var("ORT_DISABLE_TELEMETRY", "1") };
+    let environment = with_signals_blocked(|| {
+        let builder = ort::init_from(library).map_err(|e| ModelError::Runtime(format!("{}: {e}", library.display())))?;
+        builder
+            .with_name("biomedclip")
+            .with_telemetry(false)
+            .build()
+            .map_err(|e| ModelError::Runtime(e.to_string()))
+    })?;
+    let state: &'static OrtState = Box::leak(Box::new(OrtState { library: library.to_path_buf(), environment }));
+    *guard = Some(state);
+    Ok(&state.library)
+}
+
+/// The library loaded in this process, if any.
+pub fn loaded_ort_library() -> Option<PathBuf> {
+    ORT.lock().unwrap_or_else(|p| p.into_inner()).map(|s| s.library.clone())
+}
+
+/// Something that embeds batches. Inputs are already preprocessed: images as CHW f32 tensors
+/// concatenated, texts as token ids (unpadded). Outputs are L2-normalized.
+pub trait EmbeddingBackend {
+    fn embed_images(&mut self, pixels: &[f32], count: usize, interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError>;
+    fn embed_token_ids(&mut self, sequences: &[Vec<u32>], interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError>;
+}
+
+/// How a run learns that it should stop: a function polled from a watchdog thread.
+pub struct Interrupt<'a> {
+    pending: &'a (dyn Fn() -> bool + Sync),
+}
+
+impl<'a> Interrupt<'a> {
+    pub fn new(pending: &'a (dyn Fn() -> bool + Sync)) -> Self {
+        Interrupt { pending }
+    }
+
+    pub fn never() -> Interrupt<'static> {
+        Interrupt { pending: &|| false }
+    }
+
+    pub fn is_pending(&self) -> bool {
+        (self.pending)()
+    }
+}
+
+/// A verified model with its ONNX Runtime sessions, in this process.
+pub struct LocalModel {
+    pub verified: VerifiedModel,
+    pub tokenizer: TextTokenizer,
+    pub preprocess: PreprocessConfig,
+    /// What actually runs the model, e.g. "cpu" or "cpu (cuda unavailable: ...)".
+    pub provider_in_use: String,
+    image: Session,
+    text: Session,
+}
+
+fn session_for(bytes: &[u8], cfg: &RuntimeConfig, cuda: bool) -> Result<Session, ModelError> {
+    let env = ORT
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .map(|s| &s.environment)
+        .ok_or_else(|| ModelError::Runtime("ONNX Runtime is not loaded".into()))?;
+    let err = |e: ort::Error| ModelError::Runtime(e.to_string());
+    with_signals_blocked(|| {
+        let mut builder = Session::builder(env)
+            .map_err(err)?
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(|e| err(e.into()))?
+            .with_intra_threads(cfg.intra_op_threads.max(1))
+            .map_err(|e| err(e.into()))?
+            .with_inter_threads(1)
+            .map_err(|e| err(e.into()))?;
+        if cuda {
+            builder = builder
+                .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
+                .map_err(|e| err(e.into()))?;
+        }
+        builder.commit_from_memory(bytes).map_err(err)
+    })
+}
+
+fn check_names(model: &'static str, session: &Session, inputs: &[&str], output: &str) -> Result<(), ModelError> {
+    let actual_in: Vec<String> = session.inputs().iter().map(|o| o.name().to_string()).collect();
+    let actual_out: Vec<String> = session.outputs().iter().map(|o| o.name().to_string()).collect();
+    let ok = inputs.iter().all(|n| actual_in.iter().any(|a| a == n)) && actual_out.iter().any(|a| a == output);
+    if ok {
+        Ok(())
+    } else {
+        let mut expected: Vec<String> = inputs.iter().map(|s| s.to_string()).collect();
+        expected.push(format!("-> {output}"));
+        let mut actual = actual_in;
+        actual.extend(actual_out.into_iter().map(|o| format!("-> {o}")));
+        Err(ModelError::InputNames { model, expected, actual })
+    }
+}
+
+impl LocalModel {
+    /// Verifies the directory and creates both sessions. ONNX Runtime must be initialised.
+    pub fn load(dir: &Path, cfg: &RuntimeConfig) -> Result<LocalModel, ModelError> {
+        let verified = VerifiedModel::load(dir)?;
+        let m = &verified.manifest;
+        let tokenizer = TextTokenizer::from_bytes(&verified.tokenizer_json, m.text.context_length)
+            .map_err(|e| ModelError::BadManifest(format!("tokenizer.json: {e}")))?;
+        let (image, text, provider_in_use) = match cfg.provider {
+            Provider::Cpu => (session_for(&verified.image_encoder, cfg, false)?, session_for(&verified.text_encoder, cfg, false)?, "cpu".to_string()),
+            Provider::Cuda => (session_for(&verified.image_encoder, cfg, true)?, session_for(&verified.text_encoder, cfg, true)?, "cuda".to_string()),
+            Provider::Auto => match session_for(&verified.image_encoder, cfg, true) {
+                Ok(image) => (image, session_for(&verified.text_encoder, cfg, true)?, "cuda".to_string()),
+                Err(e) => (
+                    session_for(&verified.image_encoder, cfg, false)?,
+                    session_for(&verified.text_encoder, cfg, false)?,
+                    format!("cpu (cuda unavailable: {e})"),
+                ),
+            },
+        };
+        check_names("image_encoder.onnx", &image, &[&m.image.input], &m.image.output)?;
+        check_names("text_encoder.onnx", &text, &[&m.text.input_ids, &m.text.attention_mask], &m.text.output)?;
+        let preprocess = PreprocessConfig { image_size: m.image.size, mean: m.image.mean, std: m.image.std };
+        Ok(LocalModel { verified, tokenizer, preprocess, provider_in_use, image, text })
+    }
+
+    fn embed_dim(&self) -> usize {
+        self.verified.manifest.embed_dim
+    }
+}
+
+/// Runs `session` under a watchdog that terminates the call once `interrupt` is pending.
+fn run_watched(
+    session: &mut Session,
+    inputs: Vec<(String, ort::value::DynValue)>,
+    output: &str,
+    embed_dim: usize,
+    interrupt: &Interrupt,
+) -> Result<Vec<Vec<f32>>, ModelError> {
+    let err = |e: ort::Error| ModelError::Runtime(e.to_string());
+    let options = RunOptions::new().map_err(err)?;
+    let done = AtomicBool::new(false);
+    let result = std::thread::scope(|scope| {
+        with_signals_blocked(|| {
+            scope.spawn(|| {
+                while !done.load(Ordering::Acquire) {
+                    if interrupt.is_pending() {
+                        let _ = options.terminate();
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        });
+        let out = session.run_with_options(inputs, &options);
+        let rows = out.map_err(err).and_then(|outputs| {
+            let value = outputs
+                .get(output)
+                .ok_or_else(|| ModelError::Runtime(format!("model produced no output named {output}")))?;
+            let (shape, data) = value.try_extract_tensor::<f32>().map_err(err)?;
+            if shape.len() != 2 || shape[1] as usize != embed_dim {
+                return Err(ModelError::Runtime(format!("output {output} has shape {shape:?}, expected [batch, {embed_dim}]")));
+            }
+            Ok(data.chunks_exact(embed_dim).map(crate::vector_ops::l2_normalize).collect::<Vec<_>>())
+        });
+        done.store(true, Ordering::Release);
+        rows
+    });
+    if interrupt.is_pending() {
+        return Err(ModelError::Runtime("inference was interrupted".into()));
+    }
+    result
+}
+
+impl EmbeddingBackend for LocalModel {
+    fn embed_images(&mut self, pixels: &[f32], count: usize, interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError> {
+        let s = self.preprocess.image_size;
+        if pixels.len() != count * 3 * s * s {
+            return Err(ModelError::Runtime(format!("expected {count} images of 3x{s}x{s}, got {} values", pixels.len())));
+        }
+        let tensor = Tensor::from_array(([count, 3, s, s], pixels.to_vec())).map_err(|e| ModelError::Runtime(e.to_string()))?;
+        let name = self.verified.manifest.image.input.clone();
+        let output = self.verified.manifest.image.output.clone();
+        let dim = self.embed_dim();
+        let rows = run_watched(&mut self.image, vec![(name, tensor.into_dyn())], &output, dim, interrupt)?;
+        Ok(rows)
+    }
+
+    fn embed_token_ids(&mut self, sequences: &[Vec<u32>], interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError> {
+        // Pad to the longest member only; the attention mask hides the padding.
+        let longest = sequences.iter().map(Vec::len).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(sequences.len() * longest);
+        let mut mask = Vec::with_capacity(sequences.len() * longest);
+        for seq in sequences {
+            ids.extend(seq.iter().map(|&t| t as i64));
+            mask.extend(std::iter::repeat_n(1i64, seq.len()));
+            ids.extend(std::iter::repeat_n(0i64, longest - seq.len()));
+            mask.extend(std::iter::repeat_n(0i64, longest - seq.len()));
+        }
+        let shape = [sequences.len(), longest];
+        let e = |e: ort::Error| ModelError::Runtime(e.to_string());
+        let t = &self.verified.manifest.text;
+        let inputs = vec![
+            (t.input_ids.clone(), Tensor::from_array((shape, ids)).map_err(e)?.into_dyn()),
+            (t.attention_mask.clone(), Tensor::from_array((shape, mask)).map_err(e)?.into_dyn()),
+        ];
+        let output = t.output.clone();
+        let dim = self.embed_dim();
+        run_watched(&mut self.text, inputs, &output, dim, interrupt)
+    }
+}

@@ -1,0 +1,126 @@
+//! The ONNX Runtime backend on the generated tiny model: outputs against onnxruntime's Python
+//! API fed by Pillow preprocessing and the reference token ids, padding invariance, refusal of
+//! tampered models, and interruption.
+mod common;
+use biomedclip_core::model::ModelError;
+use biomedclip_core::preprocess::preprocess;
+use biomedclip_core::runtime::{init_ort, EmbeddingBackend, Interrupt, LocalModel, Provider, RuntimeConfig};
+use std::path::Path;
+
+fn cfg() -> RuntimeConfig {
+    RuntimeConfig { intra_op_threads: 1, provider: Provider::Cpu }
+}
+
+fn load(dir: &Path) -> Result<LocalModel, ModelError> {
+    init_ort(&common::ort_library()).unwrap();
+    LocalModel::load(dir, &cfg())
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+fn read_f32(path: &Path) -> Vec<f32> {
+    std::fs::read(path).unwrap().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+#[test]
+fn embeddings_match_onnxruntime_python_on_reference_inputs() {
+    let model_dir = common::tiny_model();
+    let mut model = load(&model_dir).unwrap();
+    let data = common::shared_data();
+    let images = common::files_in(&data.join("biomedclip/example_images"), &["jpg", "jpeg", "png"]);
+    let captions = ["chest x-ray showing pneumonia", "H&amp;E stained ‘histopathology’ slide", "brain MRI"];
+    let out = common::workspace().join("target/test-work/runtime_ref");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut args = vec![model_dir.to_str().unwrap().to_string(), out.to_str().unwrap().to_string()];
+    args.push(serde_json::to_string(&captions).unwrap());
+    args.extend(images.iter().map(|p| p.to_str().unwrap().to_string()));
+    common::run_tool("reference_embed.py", &args.iter().map(String::as_str).collect::<Vec<_>>());
+
+    // Images: our decode + preprocess + ORT against Pillow + onnxruntime (Python).
+    let mut pixels = Vec::new();
+    for img in &images {
+        pixels.extend(preprocess(&std::fs::read(img).unwrap(), &model.preprocess, 1 << 28).unwrap());
+    }
+    let ours = model.embed_images(&pixels, images.len(), &Interrupt::never()).unwrap();
+    let reference = read_f32(&out.join("images.f32"));
+    for (i, row) in ours.iter().enumerate() {
+        assert_eq!(row.len(), 512);
+        let norm: f64 = row.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5);
+        let c = cosine(row, &reference[i * 512..(i + 1) * 512]);
+        assert!(c >= 0.99999, "image {} cosine {c}", images[i].display());
+    }
+
+    // Texts: our cleaning + tokenizer + length-aware batch against the Python pipeline padded to 256.
+    let ids: Vec<Vec<u32>> = captions.iter().map(|c| model.tokenizer.encode(c).unwrap()).collect();
+    let ours = model.embed_token_ids(&ids, &Interrupt::never()).unwrap();
+    let reference = read_f32(&out.join("texts.f32"));
+    for (i, row) in ours.iter().enumerate() {
+        let c = cosine(row, &reference[i * 512..(i + 1) * 512]);
+        assert!(c >= 0.99999, "caption {i} cosine {c}");
+    }
+}
+
+#[test]
+fn padding_does_not_change_a_text_embedding() {
+    let mut model = load(&common::tiny_model()).unwrap();
+    let short = model.tokenizer.encode("ground glass opacities in both lungs").unwrap();
+    let alone = model.embed_token_ids(&[short.clone()], &Interrupt::never()).unwrap();
+    // In a batch with a 256-token member, the short text is padded to 256.
+    let long = model.tokenizer.encode(&"consolidation ".repeat(300)).unwrap();
+    assert_eq!(long.len(), 256);
+    let batched = model.embed_token_ids(&[short, long], &Interrupt::never()).unwrap();
+    let c = cosine(&alone[0], &batched[0]);
+    assert!(c >= 0.99999, "cosine {c}");
+}
+
+fn copy_model(tag: &str) -> std::path::PathBuf {
+    let src = common::tiny_model();
+    let dst = common::workspace().join("target/test-work").join(tag);
+    let _ = std::fs::remove_dir_all(&dst);
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in ["manifest.json", "image_encoder.onnx", "text_encoder.onnx", "tokenizer.json"] {
+        std::fs::copy(src.join(f), dst.join(f)).unwrap();
+    }
+    dst
+}
+
+#[test]
+fn a_tampered_file_is_refused_by_name() {
+    let dir = copy_model("tampered");
+    let mut bytes = std::fs::read(dir.join("tokenizer.json")).unwrap();
+    bytes.push(b' ');
+    std::fs::write(dir.join("tokenizer.json"), bytes).unwrap();
+    let err = load(&dir).err().expect("tampered model must be refused").to_string();
+    assert!(err.contains("sha256 of tokenizer.json does not match"), "{err}");
+}
+
+#[test]
+fn wrong_onnx_input_names_are_refused() {
+    let dir = copy_model("wrong_names");
+    let manifest = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
+    std::fs::write(dir.join("manifest.json"), manifest.replace("\"input\": \"pixel_values\"", "\"input\": \"pixels\"")).unwrap();
+    let err = load(&dir).err().expect("name mismatch must be refused").to_string();
+    assert!(err.contains("do not match the manifest") && err.contains("pixels") && err.contains("pixel_values"), "{err}");
+}
+
+#[test]
+fn a_pending_interrupt_stops_inference() {
+    let mut model = load(&common::tiny_model()).unwrap();
+    let ids = vec![model.tokenizer.encode("pleural effusion").unwrap()];
+    let err = model.embed_token_ids(&ids, &Interrupt::new(&|| true)).unwrap_err().to_string();
+    assert!(err.contains("interrupted"), "{err}");
+    // The session stays usable afterwards.
+    assert_eq!(model.embed_token_ids(&ids, &Interrupt::never()).unwrap().len(), 1);
+}
+
+#[test]
+fn telemetry_is_disabled_before_loading() {
+    init_ort(&common::ort_library()).unwrap();
+    assert_eq!(std::env::var("ORT_DISABLE_TELEMETRY").as_deref(), Ok("1"));
+}
