@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Throwaway or embedded PostgreSQL 15 clusters run as the postgres user (PostgreSQL refuses root).
 # Usage: scripts/pg_cluster.sh start DIR PORT [extra postgresql.conf lines...]
+#        scripts/pg_cluster.sh reachable DIR   (let postgres traverse to DIR)
 #        scripts/pg_cluster.sh stop DIR [mode]
 #        scripts/pg_cluster.sh status DIR
 set -euo pipefail
@@ -23,6 +24,8 @@ ensure_reachable() {
 }
 
 case "$cmd" in
+  reachable)
+    ensure_reachable "$dir/x" ;;
   start)
     port=${3:?port}; shift 3
     ensure_reachable "$dir"

@@ -13,8 +13,19 @@ cleanup() {
 }
 trap cleanup EXIT
 
-bash scripts/pg_cluster.sh start "$work/data" "$PORT" "max_parallel_workers_per_gather = 2"
+bash scripts/pg_cluster.sh start "$work/data" "$PORT" "max_parallel_workers_per_gather = 2" \
+  "biomedclip.ort_library = '$ROOT/target/onnxruntime/libonnxruntime.so.1.32.0'" \
+  "biomedclip.model_dir = '$ROOT/target/models/tiny'"
 mkdir -p "$work/out"
+# Fixtures: a model with a tampered file and one whose manifest names the wrong ONNX input.
+for fixture in tampered wrong_names; do
+  cp -r "$ROOT/target/models/tiny" "$work/$fixture"
+done
+printf ' ' >> "$work/tampered/tokenizer.json"
+sed -i 's/"input": "pixel_values"/"input": "pixels"/' "$work/wrong_names/manifest.json"
+chmod -R a+rX "$work"
+export BIOMEDCLIP_SHARED_DATA="$(realpath "$ROOT/../shared/data")"
+export BIOMEDCLIP_TAMPERED_MODEL="$work/tampered" BIOMEDCLIP_WRONG_NAMES_MODEL="$work/wrong_names"
 if [ "${REGRESS_ACCEPT:-0}" = 1 ]; then
   for f in $(sed -n 's/^test: //p' tests/pg_regress/schedule); do touch "tests/pg_regress/expected/$f.out"; done
 fi
@@ -36,3 +47,6 @@ if [ $status -ne 0 ]; then
 fi
 total=$(grep -c '^test:' tests/pg_regress/schedule)
 echo "pg_regress: $total passed, 0 failed"
+
+echo "== parity through SQL (tokenize, preprocess)"
+"$ROOT/target/pyenv/bin/python" tests/sql_parity.py "$PORT"

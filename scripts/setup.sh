@@ -43,7 +43,21 @@ VENV="$ROOT/target/pyenv"
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c "import numpy" 2>/dev/null; then
-  "$VENV/bin/pip" install -q -r "$ROOT/tools/requirements.txt"
+req_sum=$(sha256sum "$ROOT/tools/requirements.txt" | cut -d' ' -f1)
+if [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$req_sum" ]; then
+  echo "setup: installing Python reference packages (tools/requirements.txt)"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$ROOT/tools/requirements.txt"
+  echo "$req_sum" > "$VENV/.requirements.sha256"
 fi
+
+# The tiny test model (generated, never committed).
+MODEL_DIR="$ROOT/target/models/tiny"
+if [ ! -f "$MODEL_DIR/manifest.json" ] || [ "$MODEL_DIR/manifest.json" -ot "$ROOT/tools/make_test_model.py" ]; then
+  echo "setup: generating the tiny test model in target/models/tiny"
+  "$VENV/bin/python" "$ROOT/tools/make_test_model.py" "$MODEL_DIR" --size tiny --shared "$ROOT/../shared/data"
+fi
+
+# PostgreSQL (user postgres) reads the library and models from target/: grant traversal.
+bash "$ROOT/scripts/pg_cluster.sh" reachable "$ROOT/target/models"
+chmod -R a+rX "$ROOT/target/models"
 echo "setup: ok"

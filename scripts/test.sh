@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 export ORT_DYLIB_PATH="$ROOT/target/onnxruntime/libonnxruntime.so.1.32.0"
+export BIOMEDCLIP_TEST_MODEL_DIR="$ROOT/target/models/tiny"
 
 bash scripts/setup.sh
 

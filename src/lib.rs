@@ -5,10 +5,19 @@ use pgrx::prelude::*;
 
 ::pgrx::pg_module_magic!();
 
+mod embed_sql;
+mod model_cache;
+mod settings;
 mod vector_datum;
 mod vector_sql;
 
 extension_sql_file!("../sql/vector_types.sql", name = "vector_types", bootstrap);
+extension_sql_file!("../sql/model_functions.sql", name = "model_functions", finalize);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    settings::register();
+}
 
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
@@ -39,7 +48,14 @@ mod tests {
 pub mod pg_test {
     pub fn setup(_options: Vec<&str>) {}
 
+    /// Runs in the test harness, which still sees the environment (sudo drops it for the server).
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec![]
+        let mut options = Vec::new();
+        for (var, setting) in [("ORT_DYLIB_PATH", "biomedclip.ort_library"), ("BIOMEDCLIP_TEST_MODEL_DIR", "biomedclip.model_dir")] {
+            if let Ok(value) = std::env::var(var) {
+                options.push(&*Box::leak(format!("{setting} = '{value}'").into_boxed_str()));
+            }
+        }
+        options
     }
 }

@@ -136,6 +136,12 @@ fn corrupt(format: &'static str, e: impl fmt::Display) -> ImageError {
 
 fn decode_png(data: &[u8], max_pixels: u64) -> Result<Decoded, ImageError> {
     use png::{BitDepth, ColorType, Transformations};
+    // IHDR is the first chunk: check its size fields before the decoder reads any further.
+    if data.len() >= 24 && &data[12..16] == b"IHDR" {
+        let w = u32::from_be_bytes([data[16], data[17], data[18], data[19]]);
+        let h = u32::from_be_bytes([data[20], data[21], data[22], data[23]]);
+        check_pixels(w as u64, h as u64, max_pixels)?;
+    }
     // The pixel limit, not png's 64 MiB default, bounds the allocation (16-bit RGBA: 8 bytes/px).
     let limits = png::Limits { bytes: (max_pixels.saturating_mul(8).min(usize::MAX as u64) as usize).max(64 << 20) };
     let mut decoder = png::Decoder::new_with_limits(Cursor::new(data), limits);

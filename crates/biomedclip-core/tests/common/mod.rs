@@ -52,7 +52,7 @@ pub fn ort_library() -> PathBuf {
 pub fn tiny_model() -> PathBuf {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _g = LOCK.lock().unwrap();
-    let dir = workspace().join("target/test-work/models/tiny");
+    let dir = workspace().join("target/models/tiny");
     if !dir.join("manifest.json").exists() {
         run_tool("make_test_model.py", &[dir.to_str().unwrap(), "--size", "tiny", "--shared", shared_data().to_str().unwrap()]);
     }

@@ -1,0 +1,162 @@
+//! The embedding functions: `biomedclip_embed_image(bytea)`, `biomedclip_embed_text(text)`,
+//! their batch forms, and the inspection functions `biomedclip_tokenize`, `biomedclip_preprocess`,
+//! `biomedclip_model_info`. Declared in `sql/model_functions.sql`.
+
+use crate::model_cache::{self, raise_image_error, raise_text_error};
+use crate::settings;
+use crate::vector_datum::PgVector;
+use biomedclip_core::image_decode::ImageError;
+use biomedclip_core::preprocess::{self, PreprocessConfig};
+use pgrx::prelude::*;
+use pgrx::{pg_sys, JsonB};
+
+/// Decodes and preprocesses, turning a decoder panic into an error instead of a crash.
+fn preprocess_image(data: &[u8], cfg: &PreprocessConfig, out: &mut Vec<f32>) {
+    let limit = settings::MAX_IMAGE_PIXELS.get().max(1) as u64;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| preprocess::preprocess_into(data, cfg, limit, out)));
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => raise_image_error(e),
+        Err(_) => raise_image_error(ImageError::Corrupt { format: "image", detail: "the decoder failed on malformed data".into() }),
+    }
+}
+
+fn model_preprocess_config() -> PreprocessConfig {
+    model_cache::with_model(|m| m.preprocess.clone())
+}
+
+fn embed_image_batch(images: &[&[u8]]) -> Vec<Vec<f32>> {
+    let cfg = model_preprocess_config();
+    let batch = settings::BATCH_SIZE.get().max(1) as usize;
+    let mut out = Vec::with_capacity(images.len());
+    for chunk in images.chunks(batch) {
+        let mut pixels = Vec::with_capacity(chunk.len() * 3 * cfg.image_size * cfg.image_size);
+        for img in chunk {
+            pgrx::check_for_interrupts!();
+            preprocess_image(img, &cfg, &mut pixels);
+        }
+        out.extend(model_cache::infer(|m, i| m.embed_images(&pixels, chunk.len(), i)));
+    }
+    out
+}
+
+fn tokenize(text: &str) -> Vec<u32> {
+    model_cache::with_model(|m| m.tokenizer.encode(text)).unwrap_or_else(|e| raise_text_error(e))
+}
+
+fn embed_text_batch(texts: &[&str]) -> Vec<Vec<f32>> {
+    let batch = settings::BATCH_SIZE.get().max(1) as usize;
+    let mut out = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(batch) {
+        let ids: Vec<Vec<u32>> = chunk.iter().map(|t| tokenize(t)).collect();
+        out.extend(model_cache::infer(|m, i| m.embed_token_ids(&ids, i)));
+    }
+    out
+}
+
+#[pg_extern(sql = false)]
+fn biomedclip_embed_image(data: &[u8]) -> PgVector<f32> {
+    let row = embed_image_batch(&[data]).pop().expect("one row per image");
+    PgVector::from_slice(&row)
+}
+
+#[pg_extern(sql = false)]
+fn biomedclip_embed_text(text: &str) -> PgVector<f32> {
+    let row = embed_text_batch(&[text]).pop().expect("one row per text");
+    PgVector::from_slice(&row)
+}
+
+/// `embedding[]` built with the element type of the calling function's declared result.
+pub struct EmbeddingArray(pg_sys::Datum);
+
+unsafe impl pgrx::callconv::BoxRet for EmbeddingArray {
+    unsafe fn box_into<'fcx>(self, fcinfo: &mut pgrx::callconv::FcInfo<'fcx>) -> pgrx::datum::Datum<'fcx> {
+        unsafe { fcinfo.return_raw_datum(self.0) }
+    }
+}
+impl_sql_translatable!(EmbeddingArray, "embedding[]");
+
+/// Builds a 1-D array of embeddings; `None` entries become NULL elements.
+pub fn embedding_array(fcinfo: pg_sys::FunctionCallInfo, rows: Vec<Option<Vec<f32>>>) -> EmbeddingArray {
+    unsafe {
+        let rettype = pg_sys::get_fn_expr_rettype((*fcinfo).flinfo);
+        let elem = pg_sys::get_element_type(rettype);
+        if elem == pg_sys::InvalidOid {
+            error!("biomedclip: cannot determine the embedding element type");
+        }
+        let mut datums: Vec<pg_sys::Datum> = Vec::with_capacity(rows.len());
+        let mut nulls: Vec<bool> = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match row {
+                Some(v) => {
+                    datums.push(PgVector::from_slice(v).into_datum().expect("vector datum"));
+                    nulls.push(false);
+                }
+                None => {
+                    datums.push(pg_sys::Datum::from(0usize));
+                    nulls.push(true);
+                }
+            }
+        }
+        let mut dims = [rows.len() as i32];
+        let mut lbs = [1i32];
+        let arr = pg_sys::construct_md_array(
+            datums.as_mut_ptr(),
+            nulls.as_mut_ptr(),
+            1,
+            dims.as_mut_ptr(),
+            lbs.as_mut_ptr(),
+            elem,
+            -1,
+            false,
+            pg_sys::TYPALIGN_INT as std::ffi::c_char,
+        );
+        EmbeddingArray(pg_sys::Datum::from(arr))
+    }
+}
+
+/// Embeds the non-NULL elements as batches and puts NULLs back in place.
+fn embed_with_nulls<T: Copy>(items: Vec<Option<T>>, embed: impl FnOnce(&[T]) -> Vec<Vec<f32>>) -> Vec<Option<Vec<f32>>> {
+    let present: Vec<T> = items.iter().flatten().copied().collect();
+    let mut rows = embed(&present).into_iter();
+    items.iter().map(|x| x.map(|_| rows.next().expect("one row per item"))).collect()
+}
+
+#[pg_extern(sql = false)]
+fn biomedclip_embed_images(images: Array<&[u8]>, fcinfo: pg_sys::FunctionCallInfo) -> EmbeddingArray {
+    let items: Vec<Option<&[u8]>> = images.iter().collect();
+    embedding_array(fcinfo, embed_with_nulls(items, embed_image_batch))
+}
+
+#[pg_extern(sql = false)]
+fn biomedclip_embed_texts(texts: Array<&str>, fcinfo: pg_sys::FunctionCallInfo) -> EmbeddingArray {
+    let items: Vec<Option<&str>> = texts.iter().collect();
+    embedding_array(fcinfo, embed_with_nulls(items, embed_text_batch))
+}
+
+/// The token ids fed to the text tower (after open_clip's cleaning, unpadded).
+#[pg_extern(sql = false)]
+fn biomedclip_tokenize(text: &str) -> Vec<i32> {
+    tokenize(text).into_iter().map(|t| t as i32).collect()
+}
+
+/// The normalized 3×224×224 tensor the image tower sees, flattened channel-first.
+#[pg_extern(sql = false)]
+fn biomedclip_preprocess(data: &[u8]) -> Vec<f32> {
+    let cfg = model_preprocess_config();
+    let mut out = Vec::with_capacity(3 * cfg.image_size * cfg.image_size);
+    preprocess_image(data, &cfg, &mut out);
+    out
+}
+
+#[pg_extern(sql = false)]
+fn biomedclip_model_info() -> JsonB {
+    JsonB(model_cache::info())
+}
+
+/// Drops this backend's model and loads it again, re-verifying every file.
+#[pg_extern(sql = false)]
+fn biomedclip_load_model() -> JsonB {
+    model_cache::forget();
+    JsonB(model_cache::info())
+}

@@ -1,0 +1,93 @@
+//! `biomedclip.*` settings. Settings that name files are superuser-only (PGC_SUSET): a
+//! non-superuser can neither point the server at another library nor make it read other files.
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::PostgresGucEnum;
+use std::ffi::CString;
+
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ExecutionProvider {
+    #[name = c"cpu"]
+    Cpu,
+    #[name = c"cuda"]
+    Cuda,
+    #[name = c"auto"]
+    Auto,
+}
+
+pub static MODEL_DIR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static ORT_LIBRARY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static INTRA_OP_THREADS: GucSetting<i32> = GucSetting::<i32>::new(1);
+pub static EXECUTION_PROVIDER: GucSetting<ExecutionProvider> = GucSetting::<ExecutionProvider>::new(ExecutionProvider::Cpu);
+pub static MAX_IMAGE_PIXELS: GucSetting<i32> = GucSetting::<i32>::new(100_000_000);
+pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(8);
+
+pub fn register() {
+    GucRegistry::define_string_guc(
+        c"biomedclip.model_dir",
+        c"Directory of the BiomedCLIP model (manifest.json, image_encoder.onnx, text_encoder.onnx, tokenizer.json).",
+        c"Every file is verified against the SHA-256 in manifest.json before use. Superuser only.",
+        &MODEL_DIR,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"biomedclip.ort_library",
+        c"Path of libonnxruntime.so (ONNX Runtime 1.32 or newer).",
+        c"Loaded once per backend on first use; a change takes effect in new sessions. Superuser only.",
+        &ORT_LIBRARY,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"biomedclip.intra_op_threads",
+        c"ONNX Runtime threads per inference call in each backend.",
+        c"Applies when the model is (re)loaded in a backend.",
+        &INTRA_OP_THREADS,
+        1,
+        64,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"biomedclip.execution_provider",
+        c"Execution provider: cpu, cuda, or auto (cuda if it can be registered, else cpu).",
+        c"With cuda and no usable GPU, loading fails with an error; auto falls back and says so in biomedclip_model_info().",
+        &EXECUTION_PROVIDER,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"biomedclip.max_image_pixels",
+        c"Largest image (width x height) that will be decoded.",
+        c"Checked from the header before any pixel buffer is allocated (decompression-bomb guard).",
+        &MAX_IMAGE_PIXELS,
+        1,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"biomedclip.batch_size",
+        c"Images or texts per inference call in the batch functions.",
+        c"Cancellation is checked between calls; a running call is terminated by a watchdog.",
+        &BATCH_SIZE,
+        1,
+        256,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+}
+
+/// A string setting as UTF-8, or an ERROR that names the setting.
+pub fn path_setting(setting: &GucSetting<Option<CString>>, name: &str) -> Option<String> {
+    let value = setting.get()?;
+    match value.to_str() {
+        Ok(s) if !s.is_empty() => Some(s.to_string()),
+        Ok(_) => None,
+        Err(_) => {
+            pgrx::ereport!(ERROR, pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("{name} is not valid UTF-8"));
+        }
+    }
+}
+
