@@ -50,3 +50,6 @@ echo "pg_regress: $total passed, 0 failed"
 
 echo "== parity through SQL (tokenize, preprocess)"
 "$ROOT/target/pyenv/bin/python" tests/sql_parity.py "$PORT"
+
+echo "== ONNX Runtime hygiene in backends (telemetry, cancel, timeout)"
+"$ROOT/target/pyenv/bin/python" tests/runtime_hygiene.py "$PORT"
