@@ -2,6 +2,7 @@
 # The main command (`make demo`): builds and installs the extension (release), starts the embedded
 # cluster in .pgdata (git-ignored, owned by postgres, port 55432 on 127.0.0.1), creates the
 # extension and runs the SQL walk-through in scripts/demo.sql. Safe to run repeatedly.
+# BIOMEDCLIP_MODEL_DIR selects another model directory (default: the generated tiny test model).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -14,7 +15,11 @@ bash scripts/pg_cluster.sh stop "$PGDATA_DIR"
 echo "demo: building and installing the extension (release)"
 cargo pgrx install --release --pg-config /usr/bin/pg_config >/dev/null
 bash scripts/pg_cluster.sh start "$PGDATA_DIR" "$PORT" \
-  "biomedclip.ort_library = '$ROOT/target/onnxruntime/libonnxruntime.so.1.32.0'"
+  "biomedclip.ort_library = '$ROOT/target/onnxruntime/libonnxruntime.so.1.32.0'" \
+  "biomedclip.model_dir = '${BIOMEDCLIP_MODEL_DIR:-$ROOT/target/models/tiny}'"
+# The MedPix images and captions are read server-side from ../shared/data.
+SHARED=$(realpath "$ROOT/../shared/data")
+bash scripts/pg_cluster.sh reachable "$SHARED/medpix"
 echo "demo: cluster running in $PGDATA_DIR on 127.0.0.1:$PORT (stop it with: make clean-demo)"
-psql -X -q -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -f scripts/demo.sql
+psql -X -q -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -v shared="$SHARED" -f scripts/demo.sql
 echo "demo: connect with: psql -h 127.0.0.1 -p $PORT -U postgres"

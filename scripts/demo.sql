@@ -42,3 +42,46 @@ SELECT '[1, 2, 3]'::embedding(4);
 SELECT '[1, NaN, 3, 4]'::embedding;
 \set ON_ERROR_STOP 1
 DROP TABLE demo_findings;
+
+\echo '--- 5. the model: every file verified against its SHA-256; the load is recorded'
+SELECT biomedclip_model_info() ->> 'name' AS model, biomedclip_model_info() ->> 'precision' AS precision,
+       biomedclip_model_info() ->> 'execution_provider' AS provider,
+       left(biomedclip_model_info() ->> 'manifest_sha256', 16) || '...' AS manifest_sha256;
+\echo 'NOTE: the default model is the generated tiny test model with RANDOM weights: the rankings below'
+\echo '      show the mechanics only. Point BIOMEDCLIP_MODEL_DIR at an exported BiomedCLIP for real results.'
+
+\echo '--- 6. embed the 100 MedPix images and their captions (server-side files from ../shared/data)'
+DROP TABLE IF EXISTS demo_images;
+CREATE TABLE demo_images (
+    image    text PRIMARY KEY,
+    modality text,
+    caption  text,
+    img_emb  embedding(512),
+    txt_emb  embedding(512)
+);
+CREATE TEMP TABLE captions_raw AS
+SELECT line::jsonb AS line
+FROM regexp_split_to_table(pg_read_file(:'shared' || '/medpix/captions.jsonl'), E'\n') AS line WHERE line <> '';
+\timing on
+INSERT INTO demo_images (image, modality, caption, img_emb, txt_emb)
+SELECT line ->> 'image', line ->> 'modality', line ->> 'caption',
+       biomedclip_embed_image(pg_read_binary_file(:'shared' || '/medpix/images/' || (line ->> 'image'))),
+       biomedclip_embed_text(line ->> 'caption')
+FROM captions_raw;
+\timing off
+SELECT count(*) AS images_embedded, min(embedding_dims(img_emb)) AS dims FROM demo_images;
+
+\echo '--- 7. text -> image: the images nearest to a query phrase'
+SELECT image, modality, round((img_emb <=> biomedclip_embed_text('axial CT of the chest with pulmonary nodules'))::numeric, 4) AS distance
+FROM demo_images ORDER BY img_emb <=> biomedclip_embed_text('axial CT of the chest with pulmonary nodules') LIMIT 5;
+
+\echo '--- 8. image -> image: the images nearest to the first MedPix image'
+SELECT b.image, b.modality, round((a.img_emb <=> b.img_emb)::numeric, 4) AS distance
+FROM demo_images a, demo_images b
+WHERE a.image = (SELECT min(image) FROM demo_images) AND b.image <> a.image
+ORDER BY a.img_emb <=> b.img_emb LIMIT 5;
+
+\echo '--- 9. image -> caption retrieval: how often the own caption ranks first'
+SELECT count(*) FILTER (WHERE rank = 1) AS own_caption_first, count(*) AS images
+FROM (SELECT i.image, (SELECT count(*) FROM demo_images c WHERE (i.img_emb <=> c.txt_emb) <= (i.img_emb <=> i.txt_emb)) AS rank
+      FROM demo_images i) r;
