@@ -5,6 +5,7 @@
 
 pub mod distance;
 pub mod image_decode;
+pub mod kmeans;
 pub mod model;
 pub mod preprocess;
 pub mod resample;

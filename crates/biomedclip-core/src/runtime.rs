@@ -257,7 +257,15 @@ impl EmbeddingBackend for LocalModel {
 
     fn embed_token_ids(&mut self, sequences: &[Vec<u32>], interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError> {
         // Pad to the longest member only; the attention mask hides the padding.
-        let longest = sequences.iter().map(Vec::len).max().unwrap_or(0);
+        self.embed_token_ids_padded(sequences, 0, interrupt)
+    }
+}
+
+impl LocalModel {
+    /// Token batches padded to at least `min_len` (open_clip pads every text to the context
+    /// length; the benchmark compares that with length-aware batching).
+    pub fn embed_token_ids_padded(&mut self, sequences: &[Vec<u32>], min_len: usize, interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError> {
+        let longest = sequences.iter().map(Vec::len).max().unwrap_or(0).max(min_len);
         let mut ids = Vec::with_capacity(sequences.len() * longest);
         let mut mask = Vec::with_capacity(sequences.len() * longest);
         for seq in sequences {

@@ -1,0 +1,204 @@
+//! k-means for the ivf index: k-means++ seeding, then Lloyd iterations.
+//!
+//! * `Metric::L2`: ordinary k-means on the vectors.
+//! * `Metric::Spherical`: for cosine (and inner product) indexes; the inputs are expected to be
+//!   unit-normalized by the caller and every centroid is re-normalized after each update, so
+//!   assignment by smallest L2 equals assignment by largest cosine.
+//!
+//! Data is a flat row-major `[n * dim]` slice. Distances use the SIMD kernels through
+//! `|x - c|^2 = |x|^2 + |c|^2 - 2 x.c` with precomputed norms. Deterministic for a given seed.
+
+use crate::distance::dot_f32;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    L2,
+    Spherical,
+}
+
+/// splitmix64: a small deterministic generator (no external dependency needed for seeding).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_f64() * n as f64) as usize % n.max(1)
+    }
+    /// Standard normal (Box-Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = self.next_f64().max(f64::MIN_POSITIVE);
+        let u2 = self.next_f64();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+}
+
+fn norms(data: &[f32], dim: usize) -> Vec<f32> {
+    data.chunks_exact(dim).map(|r| dot_f32(r, r)).collect()
+}
+
+fn normalize_rows(data: &mut [f32], dim: usize) {
+    for row in data.chunks_exact_mut(dim) {
+        let n = crate::distance::norm_f32(row);
+        if n > 0.0 {
+            for x in row.iter_mut() {
+                *x = (*x as f64 / n) as f32;
+            }
+        }
+    }
+}
+
+/// Index of the nearest centroid and the squared distance to it.
+pub fn nearest(centroids: &[f32], centroid_norms: &[f32], dim: usize, v: &[f32], v_norm: f32) -> (usize, f32) {
+    let mut best = (0usize, f32::INFINITY);
+    for (j, c) in centroids.chunks_exact(dim).enumerate() {
+        let d = v_norm + centroid_norms[j] - 2.0 * dot_f32(v, c);
+        if d < best.1 {
+            best = (j, d);
+        }
+    }
+    (best.0, best.1.max(0.0))
+}
+
+/// k-means++ seeding: each next centroid is drawn with probability proportional to the squared
+/// distance to the nearest centroid chosen so far (greedy variant, see below).
+pub fn kmeans_pp(data: &[f32], dim: usize, k: usize, rng: &mut Rng) -> Vec<f32> {
+    let n = data.len() / dim;
+    let mut centroids = Vec::with_capacity(k * dim);
+    if n == 0 {
+        return centroids;
+    }
+    let first = rng.below(n);
+    centroids.extend_from_slice(&data[first * dim..(first + 1) * dim]);
+    let data_norms = norms(data, dim);
+    let mut closest: Vec<f32> = data
+        .chunks_exact(dim)
+        .zip(&data_norms)
+        .map(|(r, &rn)| (rn + data_norms[first] - 2.0 * dot_f32(r, &centroids[..dim])).max(0.0))
+        .collect();
+    // Greedy k-means++ (as scikit-learn): draw a few candidates per step and keep the one that
+    // lowers the total potential most; plain k-means++ merges clusters noticeably more often.
+    let trials = 2 + (k.max(2) as f64).ln() as usize;
+    while centroids.len() < k.min(n) * dim {
+        let total: f64 = closest.iter().map(|&d| d as f64).sum();
+        let mut best: Option<(f64, usize, Vec<f32>)> = None;
+        for _ in 0..trials {
+            let pick = if total > 0.0 {
+                let mut target = rng.next_f64() * total;
+                let mut idx = n - 1;
+                for (i, &d) in closest.iter().enumerate() {
+                    target -= d as f64;
+                    if target < 0.0 {
+                        idx = i;
+                        break;
+                    }
+                }
+                idx
+            } else {
+                // Every point coincides with a centroid (e.g. all-identical vectors).
+                rng.below(n)
+            };
+            let c = &data[pick * dim..(pick + 1) * dim];
+            let cn = data_norms[pick];
+            let updated: Vec<f32> = data
+                .chunks_exact(dim)
+                .zip(&data_norms)
+                .zip(&closest)
+                .map(|((row, &rn), &old)| old.min((rn + cn - 2.0 * dot_f32(row, c)).max(0.0)))
+                .collect();
+            let potential: f64 = updated.iter().map(|&d| d as f64).sum();
+            if best.as_ref().is_none_or(|b| potential < b.0) {
+                best = Some((potential, pick, updated));
+            }
+        }
+        let (_, pick, updated) = best.expect("at least one trial");
+        closest = updated;
+        centroids.extend_from_slice(&data[pick * dim..(pick + 1) * dim]);
+    }
+    centroids
+}
+
+/// Lloyd iterations from the given centroids. Returns the final assignment and the inertia
+/// (sum of squared distances) of each iteration. A cluster that loses all its points keeps its
+/// previous centroid.
+pub fn lloyd(data: &[f32], dim: usize, centroids: &mut [f32], metric: Metric, iterations: usize) -> (Vec<usize>, Vec<f64>) {
+    let n = data.len() / dim;
+    let k = centroids.len() / dim;
+    let data_norms = norms(data, dim);
+    let mut assign = vec![0usize; n];
+    let mut history = Vec::new();
+    for iter in 0..=iterations {
+        let c_norms = norms(centroids, dim);
+        let mut inertia = 0f64;
+        let mut changed = false;
+        for (i, row) in data.chunks_exact(dim).enumerate() {
+            let (j, d) = nearest(centroids, &c_norms, dim, row, data_norms[i]);
+            changed |= assign[i] != j;
+            assign[i] = j;
+            inertia += d as f64;
+        }
+        history.push(inertia);
+        if iter == iterations || (iter > 0 && !changed) {
+            break;
+        }
+        let mut sums = vec![0f64; k * dim];
+        let mut counts = vec![0usize; k];
+        for (row, &j) in data.chunks_exact(dim).zip(&assign) {
+            counts[j] += 1;
+            for (s, &x) in sums[j * dim..(j + 1) * dim].iter_mut().zip(row) {
+                *s += x as f64;
+            }
+        }
+        for j in 0..k {
+            if counts[j] == 0 {
+                continue;
+            }
+            for (c, s) in centroids[j * dim..(j + 1) * dim].iter_mut().zip(&sums[j * dim..(j + 1) * dim]) {
+                *c = (s / counts[j] as f64) as f32;
+            }
+        }
+        if metric == Metric::Spherical {
+            normalize_rows(centroids, dim);
+        }
+    }
+    (assign, history)
+}
+
+/// k centroids for `data` (flat, `dim` wide). With fewer distinct points than k, the remaining
+/// centroids are random directions, so the index still has k (possibly empty) lists.
+pub fn kmeans(data: &[f32], dim: usize, k: usize, metric: Metric, iterations: usize, seed: u64) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    let mut owned;
+    let data = if metric == Metric::Spherical {
+        owned = data.to_vec();
+        normalize_rows(&mut owned, dim);
+        &owned[..]
+    } else {
+        data
+    };
+    let mut centroids = kmeans_pp(data, dim, k, &mut rng);
+    if !centroids.is_empty() {
+        lloyd(data, dim, &mut centroids, metric, iterations);
+    }
+    while centroids.len() < k * dim {
+        let scale = if metric == Metric::Spherical { 1.0 } else { 0.01 };
+        let start = centroids.len();
+        centroids.extend((0..dim).map(|_| (rng.normal() * scale) as f32));
+        if metric == Metric::Spherical {
+            normalize_rows(&mut centroids[start..], dim);
+        }
+    }
+    centroids
+}
