@@ -6,6 +6,7 @@ use pgrx::prelude::*;
 ::pgrx::pg_module_magic!();
 
 mod embed_sql;
+mod ivf;
 mod model_cache;
 mod settings;
 mod vector_datum;
@@ -13,10 +14,12 @@ mod vector_sql;
 
 extension_sql_file!("../sql/vector_types.sql", name = "vector_types", bootstrap);
 extension_sql_file!("../sql/model_functions.sql", name = "model_functions", finalize);
+extension_sql_file!("../sql/ivf.sql", name = "ivf", requires = ["vector_types"]);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     settings::register();
+    ivf::register_settings();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -1,0 +1,199 @@
+//! The `ivf` index access method: an inverted-file index over `embedding` and `halfembedding`.
+//!
+//! # On-disk layout
+//!
+//! Every page ends in an 8-byte special area ([`pages::PageOpaque`]: next block, page id).
+//!
+//! * **Block 0, the metapage**: magic, layout version, dimensions, number of lists, the
+//!   opclass code (metric and element type) and where the list pages start.
+//! * **List pages** (blocks 1..): one item per list: the first and the current insert page
+//!   of the list's chain, and the list centroid (always f32).
+//! * **Data pages**: one chain per list, linked by `next`. Each item is an `IndexTupleData`
+//!   header (the heap TID and the item size) followed by the vector elements in the column's
+//!   own precision, 8-byte aligned so that the SIMD kernels read them in place.
+//!
+//! Every change after the build goes through generic WAL (`GenericXLog*`), so the index is
+//! crash-safe and replays on streaming standbys; the build writes its pages and then WAL-logs
+//! them in one pass (`log_newpage_range`).
+//!
+//! # Quantized codes later, without a rewrite
+//!
+//! The layout keeps the *code* of a vector (today: the full vector) separate from the list
+//! structure, and the metapage carries a version. An 8-bit scalar or RaBitQ variant slots in as:
+//! a new opclass option selecting the code format (recorded in the metapage); data items become
+//! `IndexTupleData` + code (4-16x smaller, so far fewer pages are read per probe); the full vectors
+//! for exact re-ranking live in a second chain per list (or are fetched from the heap by TID).
+//! The scan then ranks candidates by code distance, keeps the best `k * rerank_factor`, and
+//! re-ranks those with exact distances before returning them, so `xs_orderbyvals` stay exact.
+//! List pages, the metapage, insert, vacuum and WAL handling are unchanged by that.
+//!
+//! # Scans
+//!
+//! A scan ranks the centroids by distance to the query, reads the nearest `ivf.probes` lists,
+//! sorts their entries by exact distance and returns them in that order. With
+//! `ivf.iterative_scan` on (the default), when those entries run out before the query is
+//! satisfied (filters or row-level security rejected rows), the scan continues with the next
+//! `ivf.probes` lists, nearest first, until `ivf.max_probes` lists have been read. Each batch is
+//! sorted; a later batch can hold an entry closer than the last one returned, so results across
+//! batches are in *relaxed* order (as pgvector's iterative scans): wrap the query in a
+//! materialized CTE with its own ORDER BY when strict order matters.
+//!
+//! NULL vectors are not indexed, and zero vectors are not indexed by cosine opclasses (their
+//! cosine distance is undefined); an index scan never returns them.
+
+pub mod build;
+pub mod handler;
+pub mod insert;
+pub mod pages;
+pub mod scan;
+pub mod vacuum;
+
+use biomedclip_core::distance::DistanceElement;
+use half::f16;
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::pg_sys;
+
+/// Distance metrics of the opclasses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    L2,
+    InnerProduct,
+    Cosine,
+}
+
+/// Element type of the indexed column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Element {
+    F32,
+    F16,
+}
+
+impl Element {
+    pub fn size(self) -> usize {
+        match self {
+            Element::F32 => 4,
+            Element::F16 => 2,
+        }
+    }
+}
+
+/// The opclass code returned by support function 1: metric + 10 * element.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpClass {
+    pub metric: Metric,
+    pub element: Element,
+}
+
+impl OpClass {
+    pub fn from_code(code: i32) -> Option<OpClass> {
+        let metric = match code % 10 {
+            1 => Metric::L2,
+            2 => Metric::InnerProduct,
+            3 => Metric::Cosine,
+            _ => return None,
+        };
+        let element = match code / 10 {
+            0 => Element::F32,
+            1 => Element::F16,
+            _ => return None,
+        };
+        Some(OpClass { metric, element })
+    }
+
+    pub fn code(self) -> i32 {
+        let m = match self.metric {
+            Metric::L2 => 1,
+            Metric::InnerProduct => 2,
+            Metric::Cosine => 3,
+        };
+        m + 10 * if self.element == Element::F16 { 1 } else { 0 }
+    }
+
+    /// The opclass of an index, from its support function 1.
+    pub unsafe fn of_index(index: pg_sys::Relation) -> OpClass {
+        let finfo = pg_sys::index_getprocinfo(index, 1, 1);
+        let code = pg_sys::FunctionCall1Coll(finfo, pg_sys::InvalidOid, pg_sys::Datum::from(0usize));
+        OpClass::from_code(code.value() as i32).unwrap_or_else(|| pgrx::error!("ivf: unknown operator class code {}", code.value()))
+    }
+
+    /// The k-means flavour: spherical for cosine and inner product.
+    pub fn kmeans_metric(self) -> biomedclip_core::kmeans::Metric {
+        match self.metric {
+            Metric::L2 => biomedclip_core::kmeans::Metric::L2,
+            _ => biomedclip_core::kmeans::Metric::Spherical,
+        }
+    }
+
+    /// The ORDER BY operator's value for a stored vector (raw element bytes) and the query.
+    pub fn distance(self, stored: &[u8], query: &[u8]) -> f64 {
+        fn typed<T: DistanceElement>(metric: Metric, a: &[T], b: &[T]) -> f64 {
+            match metric {
+                Metric::L2 => (T::squared_l2(a, b) as f64).sqrt(),
+                Metric::InnerProduct => -(T::dot(a, b) as f64),
+                Metric::Cosine => T::cosine_distance(a, b),
+            }
+        }
+        match self.element {
+            Element::F32 => typed::<f32>(self.metric, cast(stored), cast(query)),
+            Element::F16 => typed::<f16>(self.metric, cast(stored), cast(query)),
+        }
+    }
+}
+
+/// Reinterprets aligned element bytes. Callers guarantee alignment (page items are MAXALIGNed
+/// and vectors start 8 bytes into them; query copies are Vec-allocated).
+pub fn cast<T>(bytes: &[u8]) -> &[T] {
+    assert_eq!(bytes.as_ptr() as usize % std::mem::align_of::<T>(), 0, "misaligned vector data");
+    unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const T, bytes.len() / std::mem::size_of::<T>()) }
+}
+
+/// Vector elements widened to f32.
+pub fn to_f32(element: Element, bytes: &[u8]) -> Vec<f32> {
+    match element {
+        Element::F32 => cast::<f32>(bytes).to_vec(),
+        Element::F16 => cast::<f16>(bytes).iter().map(|x| x.to_f32()).collect(),
+    }
+}
+
+pub static PROBES: GucSetting<i32> = GucSetting::<i32>::new(10);
+pub static ITERATIVE_SCAN: GucSetting<bool> = GucSetting::<bool>::new(true);
+pub static MAX_PROBES: GucSetting<i32> = GucSetting::<i32>::new(-1);
+
+pub fn register_settings() {
+    GucRegistry::define_int_guc(
+        c"ivf.probes",
+        c"Lists an ivf index scan reads first (recall rises with probes; latency too).",
+        c"",
+        &PROBES,
+        1,
+        32768,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"ivf.iterative_scan",
+        c"Continue into further lists, nearest first, when filters or row-level security reject rows.",
+        c"Stops when the query has its rows or after ivf.max_probes lists.",
+        &ITERATIVE_SCAN,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"ivf.max_probes",
+        c"Most lists an iterative ivf scan reads (-1: all lists).",
+        c"",
+        &MAX_PROBES,
+        -1,
+        32768,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    handler::register_reloptions();
+}
+
+/// Default number of lists for a table of `rows` rows: rows / 1000 up to a million rows, then
+/// sqrt(rows) (the usual IVF guidance, as pgvector documents), at least 1.
+pub fn default_lists(rows: f64) -> usize {
+    let lists = if rows <= 1_000_000.0 { rows / 1000.0 } else { rows.sqrt() };
+    (lists as usize).clamp(1, 32768)
+}

@@ -1,0 +1,233 @@
+//! Page layout of the ivf index (see the module docs of `ivf`) and the buffer helpers.
+
+use super::{Element, OpClass};
+use pgrx::pg_sys::{self, BlockNumber, Buffer, OffsetNumber, Page};
+use std::mem::size_of;
+
+pub const META_BLKNO: BlockNumber = 0;
+pub const MAGIC: u32 = 0x4956_4631; // "IVF1"
+pub const VERSION: u32 = 1;
+pub const PAGE_ID: u16 = 0xFF91;
+pub const INVALID_BLOCK: BlockNumber = pg_sys::InvalidBlockNumber;
+const P_NEW: BlockNumber = pg_sys::InvalidBlockNumber;
+/// Size of `IndexTupleData` (heap TID + t_info), MAXALIGNed: where the vector starts in an item.
+pub const ITEM_HEADER: usize = 8;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PageOpaque {
+    pub next: BlockNumber,
+    pub unused: u16,
+    pub page_id: u16,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct MetaData {
+    magic: u32,
+    version: u32,
+    dims: u32,
+    lists: u32,
+    opclass: i32,
+    first_list_blkno: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ListHeader {
+    start: BlockNumber,
+    insert: BlockNumber,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Meta {
+    pub dims: usize,
+    pub lists: usize,
+    pub opclass: OpClass,
+    pub first_list_blkno: BlockNumber,
+}
+
+/// One list: where its tuple lives, its chain, and its centroid.
+#[derive(Clone, Debug)]
+pub struct ListEntry {
+    pub blkno: BlockNumber,
+    pub offset: OffsetNumber,
+    pub start: BlockNumber,
+    pub insert: BlockNumber,
+    pub centroid: Vec<f32>,
+}
+
+pub fn maxalign(n: usize) -> usize {
+    (n + 7) & !7
+}
+
+/// Largest dimension count whose data item fits on a page (with room for one item pointer).
+pub fn max_dims(element: Element) -> usize {
+    let usable = pg_sys::BLCKSZ as usize - maxalign(size_of::<pg_sys::PageHeaderData>()) - size_of::<PageOpaque>() - 8;
+    let by_page = (usable - ITEM_HEADER) / element.size();
+    let by_tinfo = (pg_sys::INDEX_SIZE_MASK as usize - ITEM_HEADER) / element.size();
+    by_page.min(by_tinfo).min(biomedclip_core::vector_format::MAX_DIM)
+}
+
+pub unsafe fn opaque(page: Page) -> *mut PageOpaque {
+    pg_sys::PageGetSpecialPointer(page) as *mut PageOpaque
+}
+
+pub unsafe fn init_page(page: Page) {
+    pg_sys::PageInit(page, pg_sys::BLCKSZ as usize, size_of::<PageOpaque>());
+    let o = opaque(page);
+    (*o).next = INVALID_BLOCK;
+    (*o).unused = 0;
+    (*o).page_id = PAGE_ID;
+}
+
+/// A new, zero-filled buffer at the end of `fork`, pinned and exclusively locked.
+pub unsafe fn new_buffer(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type) -> Buffer {
+    pg_sys::LockRelationForExtension(index, pg_sys::ExclusiveLock as i32);
+    let buf = pg_sys::ReadBufferExtended(index, fork, P_NEW, pg_sys::ReadBufferMode::RBM_NORMAL, std::ptr::null_mut());
+    pg_sys::UnlockRelationForExtension(index, pg_sys::ExclusiveLock as i32);
+    pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_EXCLUSIVE as i32);
+    buf
+}
+
+pub unsafe fn read_locked(index: pg_sys::Relation, blkno: BlockNumber, mode: u32) -> Buffer {
+    let buf = pg_sys::ReadBufferExtended(index, pg_sys::ForkNumber::MAIN_FORKNUM, blkno, pg_sys::ReadBufferMode::RBM_NORMAL, std::ptr::null_mut());
+    pg_sys::LockBuffer(buf, mode as i32);
+    buf
+}
+
+/// Writes the metapage contents into an initialized page.
+pub unsafe fn write_meta(page: Page, meta: &Meta) {
+    let data = MetaData {
+        magic: MAGIC,
+        version: VERSION,
+        dims: meta.dims as u32,
+        lists: meta.lists as u32,
+        opclass: meta.opclass.code(),
+        first_list_blkno: meta.first_list_blkno,
+    };
+    let contents = pg_sys::PageGetContents(page) as *mut MetaData;
+    contents.write_unaligned(data);
+    let header = page as *mut pg_sys::PageHeaderData;
+    (*header).pd_lower = ((contents as usize + size_of::<MetaData>()) - page as usize) as u16;
+}
+
+pub unsafe fn read_meta(index: pg_sys::Relation) -> Meta {
+    let buf = read_locked(index, META_BLKNO, pg_sys::BUFFER_LOCK_SHARE);
+    let page = pg_sys::BufferGetPage(buf);
+    let data = (pg_sys::PageGetContents(page) as *const MetaData).read_unaligned();
+    pg_sys::UnlockReleaseBuffer(buf);
+    if data.magic != MAGIC {
+        pgrx::error!("ivf index \"{}\" has no valid metapage", relname(index));
+    }
+    if data.version != VERSION {
+        pgrx::error!("ivf index \"{}\" has layout version {}, this build reads {}; REINDEX it", relname(index), data.version, VERSION);
+    }
+    Meta {
+        dims: data.dims as usize,
+        lists: data.lists as usize,
+        opclass: OpClass::from_code(data.opclass).unwrap_or_else(|| pgrx::error!("ivf: corrupt metapage")),
+        first_list_blkno: data.first_list_blkno,
+    }
+}
+
+pub unsafe fn relname(rel: pg_sys::Relation) -> String {
+    std::ffi::CStr::from_ptr((*(*rel).rd_rel).relname.data.as_ptr()).to_string_lossy().into_owned()
+}
+
+unsafe fn add_item(page: Page, item: &[u8]) -> OffsetNumber {
+    pg_sys::PageAddItemExtended(page, item.as_ptr() as pg_sys::Item, item.len(), pg_sys::InvalidOffsetNumber, 0)
+}
+
+fn list_item(start: BlockNumber, insert: BlockNumber, centroid: &[f32]) -> Vec<u8> {
+    let mut item = Vec::with_capacity(size_of::<ListHeader>() + centroid.len() * 4);
+    item.extend_from_slice(&start.to_ne_bytes());
+    item.extend_from_slice(&insert.to_ne_bytes());
+    for x in centroid {
+        item.extend_from_slice(&x.to_ne_bytes());
+    }
+    item
+}
+
+/// Writes list pages for `centroids` starting at the next block of `fork` (no WAL: callers
+/// log the pages). Returns the first list block and each list's location.
+pub unsafe fn write_lists(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, centroids: &[f32], dims: usize) -> (BlockNumber, Vec<(BlockNumber, OffsetNumber)>) {
+    let mut locations = Vec::new();
+    let mut buf = new_buffer(index, fork);
+    let first = pg_sys::BufferGetBlockNumber(buf);
+    let mut page = pg_sys::BufferGetPage(buf);
+    init_page(page);
+    for centroid in centroids.chunks_exact(dims) {
+        let item = list_item(INVALID_BLOCK, INVALID_BLOCK, centroid);
+        if pg_sys::PageGetFreeSpace(page) < maxalign(item.len()) {
+            let next = new_buffer(index, fork);
+            (*opaque(page)).next = pg_sys::BufferGetBlockNumber(next);
+            pg_sys::MarkBufferDirty(buf);
+            pg_sys::UnlockReleaseBuffer(buf);
+            buf = next;
+            page = pg_sys::BufferGetPage(buf);
+            init_page(page);
+        }
+        let off = add_item(page, &item);
+        if off == pg_sys::InvalidOffsetNumber {
+            pgrx::error!("ivf: could not add list tuple");
+        }
+        locations.push((pg_sys::BufferGetBlockNumber(buf), off));
+    }
+    pg_sys::MarkBufferDirty(buf);
+    pg_sys::UnlockReleaseBuffer(buf);
+    (first, locations)
+}
+
+/// All lists with their centroids, in list order.
+pub unsafe fn read_lists(index: pg_sys::Relation, meta: &Meta) -> Vec<ListEntry> {
+    let mut out = Vec::with_capacity(meta.lists);
+    let mut blkno = meta.first_list_blkno;
+    while blkno != INVALID_BLOCK {
+        let buf = read_locked(index, blkno, pg_sys::BUFFER_LOCK_SHARE);
+        let page = pg_sys::BufferGetPage(buf);
+        for off in 1..=pg_sys::PageGetMaxOffsetNumber(page) {
+            let item = pg_sys::PageGetItem(page, pg_sys::PageGetItemId(page, off)) as *const u8;
+            let header = (item as *const ListHeader).read_unaligned();
+            let centroid = std::slice::from_raw_parts(item.add(size_of::<ListHeader>()), meta.dims * 4)
+                .chunks_exact(4)
+                .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            out.push(ListEntry { blkno, offset: off, start: header.start, insert: header.insert, centroid });
+        }
+        blkno = (*opaque(page)).next;
+        pg_sys::UnlockReleaseBuffer(buf);
+    }
+    out
+}
+
+/// Updates a list's chain pointers in place on a (locked, WAL-registered) list page.
+pub unsafe fn set_list_pages(page: Page, offset: OffsetNumber, start: BlockNumber, insert: BlockNumber) {
+    let item = pg_sys::PageGetItem(page, pg_sys::PageGetItemId(page, offset)) as *mut ListHeader;
+    item.write_unaligned(ListHeader { start, insert });
+}
+
+/// A data item: IndexTupleData (heap TID, size) + vector elements.
+pub fn data_item(tid: pg_sys::ItemPointerData, vector: &[u8]) -> Vec<u8> {
+    let size = maxalign(ITEM_HEADER + vector.len());
+    let mut item = vec![0u8; size];
+    let header = pg_sys::IndexTupleData { t_tid: tid, t_info: size as u16 };
+    unsafe { std::ptr::write_unaligned(item.as_mut_ptr() as *mut pg_sys::IndexTupleData, header) };
+    item[ITEM_HEADER..ITEM_HEADER + vector.len()].copy_from_slice(vector);
+    item
+}
+
+/// The heap TID and vector bytes of the item at `off`.
+pub unsafe fn read_item<'a>(page: Page, off: OffsetNumber, vector_bytes: usize) -> (pg_sys::ItemPointerData, &'a [u8]) {
+    let item = pg_sys::PageGetItem(page, pg_sys::PageGetItemId(page, off)) as *const u8;
+    let tuple = (item as *const pg_sys::IndexTupleData).read_unaligned();
+    (tuple.t_tid, std::slice::from_raw_parts(item.add(ITEM_HEADER), vector_bytes))
+}
+
+/// Adds an item to a page; `false` when it does not fit.
+pub unsafe fn try_add(page: Page, item: &[u8]) -> bool {
+    if pg_sys::PageGetFreeSpace(page) < item.len() {
+        return false;
+    }
+    add_item(page, item) != pg_sys::InvalidOffsetNumber
+}
