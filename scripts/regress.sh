@@ -53,3 +53,6 @@ echo "== parity through SQL (tokenize, preprocess)"
 
 echo "== ONNX Runtime hygiene in backends (telemetry, cancel, timeout)"
 "$ROOT/target/pyenv/bin/python" tests/runtime_hygiene.py "$PORT"
+
+echo "== ivf: recall, vacuum, filters/RLS, concurrency, standby, crash (own clusters)"
+"$ROOT/target/pyenv/bin/python" tests/ivf_suite.py "$work/ivf" $((PORT + 10))
