@@ -5,7 +5,9 @@ CREATE FUNCTION biomedclip_vector_combine(double precision[], double precision[]
     AS 'MODULE_PATHNAME', 'biomedclip_vector_combine_wrapper' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
 -- embedding: 32-bit float vectors, up to 16,000 dimensions.
--- I/O, typmod, operators, opclasses, casts and aggregates. Every function is IMMUTABLE, STRICT and
+-- I/O, typmod, operators, opclasses, casts and aggregates. STORAGE main keeps a vector in the row
+-- (compressed if that helps, out of line only as a last resort), so that exact scans do not pay a
+-- TOAST fetch per row. Every function is IMMUTABLE, STRICT and
 -- PARALLEL SAFE: each result depends only on its arguments.
 
 CREATE TYPE embedding;
@@ -27,7 +29,7 @@ CREATE TYPE embedding (
     TYPMOD_IN = embedding_typmod_in,
     RECEIVE   = embedding_recv,
     SEND      = embedding_send,
-    STORAGE   = external
+    STORAGE   = main
 );
 
 -- Typmod coercion: embedding(n) enforces its dimension count on insert and on cast.
@@ -142,7 +144,9 @@ CREATE AGGREGATE sum(embedding) (
 );
 
 -- halfembedding: 16-bit (IEEE binary16) float vectors, up to 16,000 dimensions.
--- I/O, typmod, operators, opclasses, casts and aggregates. Every function is IMMUTABLE, STRICT and
+-- I/O, typmod, operators, opclasses, casts and aggregates. STORAGE main keeps a vector in the row
+-- (compressed if that helps, out of line only as a last resort), so that exact scans do not pay a
+-- TOAST fetch per row. Every function is IMMUTABLE, STRICT and
 -- PARALLEL SAFE: each result depends only on its arguments.
 
 CREATE TYPE halfembedding;
@@ -164,7 +168,7 @@ CREATE TYPE halfembedding (
     TYPMOD_IN = halfembedding_typmod_in,
     RECEIVE   = halfembedding_recv,
     SEND      = halfembedding_send,
-    STORAGE   = external
+    STORAGE   = main
 );
 
 -- Typmod coercion: halfembedding(n) enforces its dimension count on insert and on cast.

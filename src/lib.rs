@@ -11,9 +11,11 @@ mod model_cache;
 mod settings;
 mod vector_datum;
 mod vector_sql;
+mod zero_shot_sql;
 
 extension_sql_file!("../sql/vector_types.sql", name = "vector_types", bootstrap);
-extension_sql_file!("../sql/model_functions.sql", name = "model_functions", finalize);
+extension_sql_file!("../sql/model_functions.sql", name = "model_functions", requires = ["vector_types"]);
+extension_sql_file!("../sql/zero_shot.sql", name = "zero_shot", finalize);
 extension_sql_file!("../sql/ivf.sql", name = "ivf", requires = ["vector_types"]);
 
 #[pg_guard]

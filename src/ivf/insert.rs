@@ -123,6 +123,6 @@ pub unsafe extern "C-unwind" fn aminsert(
     check_dims(v.len(), meta.dims);
     let lists = pages::read_lists(index, &meta);
     let list = &lists[nearest_list(&lists, &v, meta.opclass.metric)];
-    append(index, list, &pages::data_item(*heap_tid, &bytes));
+    append(index, list, &pages::data_item(*heap_tid, meta.opclass.sq_norm(&bytes), &bytes));
     false
 }

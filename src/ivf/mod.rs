@@ -9,8 +9,9 @@
 //! * **List pages** (blocks 1..): one item per list: the first and the current insert page
 //!   of the list's chain, and the list centroid (always f32).
 //! * **Data pages**: one chain per list, linked by `next`. Each item is an `IndexTupleData`
-//!   header (the heap TID and the item size) followed by the vector elements in the column's
-//!   own precision, 8-byte aligned so that the SIMD kernels read them in place.
+//!   header (the heap TID and the item size), the vector's squared norm (f32, so that a cosine
+//!   distance costs one dot product), then the vector elements in the column's own precision,
+//!   8-byte aligned so that the SIMD kernels read them in place.
 //!
 //! Every change after the build goes through generic WAL (`GenericXLog*`), so the index is
 //! crash-safe and replays on streaming standbys; the build writes its pages and then WAL-logs
@@ -124,18 +125,27 @@ impl OpClass {
         }
     }
 
-    /// The ORDER BY operator's value for a stored vector (raw element bytes) and the query.
-    pub fn distance(self, stored: &[u8], query: &[u8]) -> f64 {
-        fn typed<T: DistanceElement>(metric: Metric, a: &[T], b: &[T]) -> f64 {
+    /// The ORDER BY operator's value for a stored vector (raw element bytes, with its squared
+    /// norm) and the query (with its squared norm): exactly what the SQL operator returns.
+    pub fn distance(self, stored: &[u8], stored_sq_norm: f32, query: &[u8], query_sq_norm: f32) -> f64 {
+        fn typed<T: DistanceElement>(metric: Metric, a: &[T], aa: f32, b: &[T], bb: f32) -> f64 {
             match metric {
                 Metric::L2 => (T::squared_l2(a, b) as f64).sqrt(),
                 Metric::InnerProduct => -(T::dot(a, b) as f64),
-                Metric::Cosine => T::cosine_distance(a, b),
+                Metric::Cosine => biomedclip_core::distance::cosine_from_parts(T::dot(a, b), aa, bb),
             }
         }
         match self.element {
-            Element::F32 => typed::<f32>(self.metric, cast(stored), cast(query)),
-            Element::F16 => typed::<f16>(self.metric, cast(stored), cast(query)),
+            Element::F32 => typed::<f32>(self.metric, cast(stored), stored_sq_norm, cast(query), query_sq_norm),
+            Element::F16 => typed::<f16>(self.metric, cast(stored), stored_sq_norm, cast(query), query_sq_norm),
+        }
+    }
+
+    /// Squared norm of raw element bytes, as the distance kernels compute it.
+    pub fn sq_norm(self, bytes: &[u8]) -> f32 {
+        match self.element {
+            Element::F32 => f32::dot(cast(bytes), cast(bytes)),
+            Element::F16 => f16::dot(cast(bytes), cast(bytes)),
         }
     }
 }

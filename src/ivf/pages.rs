@@ -6,12 +6,13 @@ use std::mem::size_of;
 
 pub const META_BLKNO: BlockNumber = 0;
 pub const MAGIC: u32 = 0x4956_4631; // "IVF1"
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 pub const PAGE_ID: u16 = 0xFF91;
 pub const INVALID_BLOCK: BlockNumber = pg_sys::InvalidBlockNumber;
 const P_NEW: BlockNumber = pg_sys::InvalidBlockNumber;
-/// Size of `IndexTupleData` (heap TID + t_info), MAXALIGNed: where the vector starts in an item.
-pub const ITEM_HEADER: usize = 8;
+/// `IndexTupleData` (heap TID + t_info, 8 bytes), then the squared norm (f32) and 4 bytes of
+/// padding: where the vector starts in an item.
+pub const ITEM_HEADER: usize = 16;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -207,21 +208,23 @@ pub unsafe fn set_list_pages(page: Page, offset: OffsetNumber, start: BlockNumbe
     item.write_unaligned(ListHeader { start, insert });
 }
 
-/// A data item: IndexTupleData (heap TID, size) + vector elements.
-pub fn data_item(tid: pg_sys::ItemPointerData, vector: &[u8]) -> Vec<u8> {
+/// A data item: IndexTupleData (heap TID, size), squared norm, vector elements.
+pub fn data_item(tid: pg_sys::ItemPointerData, sq_norm: f32, vector: &[u8]) -> Vec<u8> {
     let size = maxalign(ITEM_HEADER + vector.len());
     let mut item = vec![0u8; size];
     let header = pg_sys::IndexTupleData { t_tid: tid, t_info: size as u16 };
     unsafe { std::ptr::write_unaligned(item.as_mut_ptr() as *mut pg_sys::IndexTupleData, header) };
+    item[8..12].copy_from_slice(&sq_norm.to_ne_bytes());
     item[ITEM_HEADER..ITEM_HEADER + vector.len()].copy_from_slice(vector);
     item
 }
 
-/// The heap TID and vector bytes of the item at `off`.
-pub unsafe fn read_item<'a>(page: Page, off: OffsetNumber, vector_bytes: usize) -> (pg_sys::ItemPointerData, &'a [u8]) {
+/// The heap TID, squared norm and vector bytes of the item at `off`.
+pub unsafe fn read_item<'a>(page: Page, off: OffsetNumber, vector_bytes: usize) -> (pg_sys::ItemPointerData, f32, &'a [u8]) {
     let item = pg_sys::PageGetItem(page, pg_sys::PageGetItemId(page, off)) as *const u8;
     let tuple = (item as *const pg_sys::IndexTupleData).read_unaligned();
-    (tuple.t_tid, std::slice::from_raw_parts(item.add(ITEM_HEADER), vector_bytes))
+    let sq_norm = (item.add(8) as *const f32).read_unaligned();
+    (tuple.t_tid, sq_norm, std::slice::from_raw_parts(item.add(ITEM_HEADER), vector_bytes))
 }
 
 /// Adds an item to a page; `false` when it does not fit.

@@ -90,6 +90,7 @@ unsafe fn read_batch(index: pg_sys::Relation, st: &mut ScanState) -> bool {
         return false;
     }
     let query = st.query.as_ref().expect("query set");
+    let query_sq_norm = st.opclass.sq_norm(query);
     let vector_bytes = st.dims * st.opclass.element.size();
     for &start in &st.lists[st.next_list..end] {
         let mut blkno = start;
@@ -102,8 +103,8 @@ unsafe fn read_batch(index: pg_sys::Relation, st: &mut ScanState) -> bool {
                 if (*item_id).lp_flags() != pg_sys::LP_NORMAL {
                     continue;
                 }
-                let (tid, vector) = pages::read_item(page, off, vector_bytes);
-                let d = st.opclass.distance(vector, query);
+                let (tid, sq_norm, vector) = pages::read_item(page, off, vector_bytes);
+                let d = st.opclass.distance(vector, sq_norm, query, query_sq_norm);
                 st.candidates.push((d, tid));
             }
             blkno = (*pages::opaque(page)).next;

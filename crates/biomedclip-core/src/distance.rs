@@ -126,7 +126,9 @@ pub fn cosine_distance_f16(a: &[f16], b: &[f16]) -> f64 {
     cosine_from_parts(dot_f16(a, b), dot_f16(a, a), dot_f16(b, b))
 }
 
-fn cosine_from_parts(dot: f32, aa: f32, bb: f32) -> f64 {
+/// Cosine distance from a dot product and the two squared norms (each as the f32 kernels return
+/// them), so that callers holding precomputed norms get exactly `cosine_distance_*`'s value.
+pub fn cosine_from_parts(dot: f32, aa: f32, bb: f32) -> f64 {
     let denom = (aa as f64 * bb as f64).sqrt();
     if denom == 0.0 {
         return f64::NAN;

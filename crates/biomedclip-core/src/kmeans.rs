@@ -45,6 +45,24 @@ impl Rng {
     }
 }
 
+/// Runs `f` over `0..n` split into one contiguous range per core (up to 4), in order. The worker
+/// threads are started with all signals blocked, so that a host process (a PostgreSQL backend)
+/// keeps receiving its signals on its own thread.
+fn par_ranges<T: Send>(n: usize, f: impl Fn(std::ops::Range<usize>) -> T + Sync) -> Vec<T> {
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(4).min(n / 2048 + 1);
+    if threads <= 1 {
+        return vec![f(0..n)];
+    }
+    let per = n.div_ceil(threads);
+    std::thread::scope(|scope| {
+        let f = &f;
+        let handles: Vec<_> = crate::runtime::with_signals_blocked(|| {
+            (0..threads).map(|t| scope.spawn(move || f(t * per..((t + 1) * per).min(n)))).collect()
+        });
+        handles.into_iter().map(|h| h.join().expect("k-means worker panicked")).collect()
+    })
+}
+
 fn norms(data: &[f32], dim: usize) -> Vec<f32> {
     data.chunks_exact(dim).map(|r| dot_f32(r, r)).collect()
 }
@@ -112,12 +130,11 @@ pub fn kmeans_pp(data: &[f32], dim: usize, k: usize, rng: &mut Rng) -> Vec<f32> 
             };
             let c = &data[pick * dim..(pick + 1) * dim];
             let cn = data_norms[pick];
-            let updated: Vec<f32> = data
-                .chunks_exact(dim)
-                .zip(&data_norms)
-                .zip(&closest)
-                .map(|((row, &rn), &old)| old.min((rn + cn - 2.0 * dot_f32(row, c)).max(0.0)))
-                .collect();
+            let updated: Vec<f32> = par_ranges(n, |r| {
+                r.map(|i| closest[i].min((data_norms[i] + cn - 2.0 * dot_f32(&data[i * dim..(i + 1) * dim], c)).max(0.0)))
+                    .collect::<Vec<f32>>()
+            })
+            .concat();
             let potential: f64 = updated.iter().map(|&d| d as f64).sum();
             if best.as_ref().is_none_or(|b| potential < b.0) {
                 best = Some((potential, pick, updated));
@@ -141,10 +158,12 @@ pub fn lloyd(data: &[f32], dim: usize, centroids: &mut [f32], metric: Metric, it
     let mut history = Vec::new();
     for iter in 0..=iterations {
         let c_norms = norms(centroids, dim);
+        let parts = par_ranges(n, |r| {
+            r.map(|i| nearest(centroids, &c_norms, dim, &data[i * dim..(i + 1) * dim], data_norms[i])).collect::<Vec<_>>()
+        });
         let mut inertia = 0f64;
         let mut changed = false;
-        for (i, row) in data.chunks_exact(dim).enumerate() {
-            let (j, d) = nearest(centroids, &c_norms, dim, row, data_norms[i]);
+        for (i, (j, d)) in parts.into_iter().flatten().enumerate() {
             changed |= assign[i] != j;
             assign[i] = j;
             inertia += d as f64;

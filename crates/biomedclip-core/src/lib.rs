@@ -3,6 +3,7 @@
 //! Everything here is plain Rust, tested with `cargo test`, and reusable from a CLI, a server or a
 //! benchmark: distance kernels, the vector text/binary formats and element-wise vector operations.
 
+pub mod calibration;
 pub mod distance;
 pub mod image_decode;
 pub mod kmeans;
@@ -15,3 +16,4 @@ mod text_tables;
 pub mod tokenize;
 pub mod vector_format;
 pub mod vector_ops;
+pub mod zero_shot;

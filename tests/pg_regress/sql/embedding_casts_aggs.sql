@@ -48,5 +48,10 @@ SELECT count(*) > 60 AS many_functions,
 FROM pg_proc p
 JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass
 JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'biomedclip'
-WHERE p.prokind = 'f'
+WHERE p.prokind = 'f' AND p.proname NOT LIKE 'biomedclip\_%'
   AND p.proargtypes::regtype[]::text[] && ARRAY['embedding', 'halfembedding', 'double precision[]'];
+-- The model functions are STABLE (a superuser can switch models) and PARALLEL SAFE.
+SELECT p.proname, p.provolatile, p.proparallel, p.proisstrict FROM pg_proc p
+JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass
+JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'biomedclip'
+WHERE p.proname ~ '^biomedclip_(embed|tokenize|preprocess|zero_shot)' ORDER BY 1;

@@ -1,0 +1,30 @@
+//! Zero-shot scoring: prompt ensembling and CLIP logits.
+
+/// The prompt for `label`: `{}` in the template is replaced by the label; a template without
+/// `{}` gets the label appended ("this is a photo of " + label, as Microsoft's example).
+pub fn fill_template(template: &str, label: &str) -> String {
+    if template.contains("{}") {
+        template.replace("{}", label)
+    } else {
+        format!("{template}{label}")
+    }
+}
+
+/// A label's embedding: the L2-normalized mean of its (normalized) template embeddings.
+pub fn ensemble(embeddings: &[Vec<f32>]) -> Vec<f32> {
+    let dim = embeddings.first().map_or(0, Vec::len);
+    let mut mean = vec![0f32; dim];
+    for e in embeddings {
+        let unit = crate::vector_ops::l2_normalize(e);
+        for (m, x) in mean.iter_mut().zip(unit) {
+            *m += x;
+        }
+    }
+    crate::vector_ops::l2_normalize(&mean)
+}
+
+/// CLIP logits: exp(logit_scale) * cos(image, label) for each label.
+pub fn logits(image: &[f32], labels: &[Vec<f32>], logit_scale: f64) -> Vec<f64> {
+    let scale = logit_scale.exp();
+    labels.iter().map(|l| scale * (1.0 - crate::distance::cosine_distance_f32(image, l))).collect()
+}

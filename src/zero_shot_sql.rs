@@ -1,0 +1,250 @@
+//! Zero-shot classification and calibration in SQL (declared in `sql/zero_shot.sql`).
+//!
+//! Label embeddings are cached per backend in an LRU keyed by (model SHA-256, prompt text), so
+//! scoring the same label set over many images embeds each prompt once per backend.
+
+use crate::model_cache::{self, raise_text_error};
+use crate::vector_datum::PgVector;
+use biomedclip_core::calibration::{self, Sample};
+use biomedclip_core::zero_shot;
+use pgrx::prelude::*;
+use pgrx::{pg_sys, Internal, JsonB, PgMemoryContexts};
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+
+const CACHE_CAPACITY: usize = 4096;
+
+#[derive(Default)]
+struct PromptCache {
+    map: HashMap<(String, String), Vec<f32>>,
+    order: VecDeque<(String, String)>,
+    misses: u64,
+}
+
+impl PromptCache {
+    fn get(&mut self, key: &(String, String)) -> Option<Vec<f32>> {
+        let v = self.map.get(key)?.clone();
+        if let Some(pos) = self.order.iter().position(|k| k == key) {
+            let k = self.order.remove(pos).expect("position is valid");
+            self.order.push_back(k);
+        }
+        Some(v)
+    }
+
+    fn put(&mut self, key: (String, String), value: Vec<f32>) {
+        if self.map.len() >= CACHE_CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+        self.order.push_back(key.clone());
+        self.map.insert(key, value);
+    }
+}
+
+thread_local! {
+    static PROMPTS: RefCell<PromptCache> = RefCell::new(PromptCache::default());
+}
+
+/// Embeddings of `prompts`, embedding only those not cached for this model.
+fn prompt_embeddings(model_sha: &str, prompts: &[String]) -> Vec<Vec<f32>> {
+    let keys: Vec<(String, String)> = prompts.iter().map(|p| (model_sha.to_string(), p.clone())).collect();
+    let mut found: Vec<Option<Vec<f32>>> = PROMPTS.with(|c| keys.iter().map(|k| c.borrow_mut().get(k)).collect());
+    let missing: Vec<usize> = (0..keys.len()).filter(|&i| found[i].is_none()).collect();
+    if !missing.is_empty() {
+        let ids: Vec<Vec<u32>> = missing
+            .iter()
+            .map(|&i| model_cache::with_model(|m| m.tokenizer.encode(&prompts[i])).unwrap_or_else(|e| raise_text_error(e)))
+            .collect();
+        let rows = model_cache::infer(|m, int| m.embed_token_ids(&ids, int));
+        PROMPTS.with(|c| {
+            let mut c = c.borrow_mut();
+            c.misses += missing.len() as u64;
+            for (&i, row) in missing.iter().zip(rows) {
+                c.put(keys[i].clone(), row.clone());
+                found[i] = Some(row);
+            }
+        });
+    }
+    found.into_iter().map(|f| f.expect("every prompt embedded")).collect()
+}
+
+fn strings(arr: &Array<&str>, what: &str) -> Vec<String> {
+    arr.iter()
+        .map(|x| x.map(str::to_string).unwrap_or_else(|| error!("{what} must not contain NULL")))
+        .collect()
+}
+
+/// Logits of `image` against each label (prompt-ensembled over `templates`).
+fn label_logits(image: &PgVector<f32>, labels: &[String], templates: &[String]) -> (String, Vec<f64>) {
+    if labels.is_empty() {
+        error!("labels must not be empty");
+    }
+    if templates.is_empty() {
+        error!("templates must not be empty");
+    }
+    let (sha, logit_scale, dim) = model_cache::with_model(|m| (m.verified.manifest_sha256.clone(), m.verified.manifest.logit_scale, m.verified.manifest.embed_dim));
+    crate::vector_datum::check_same_dims(image.dims(), dim);
+    let prompts: Vec<String> = labels.iter().flat_map(|l| templates.iter().map(move |t| zero_shot::fill_template(t, l))).collect();
+    let embs = prompt_embeddings(&sha, &prompts);
+    let label_embs: Vec<Vec<f32>> = embs.chunks(templates.len()).map(zero_shot::ensemble).collect();
+    (sha, zero_shot::logits(image.as_slice(), &label_embs, logit_scale))
+}
+
+struct Calibration {
+    temperature: f64,
+}
+
+fn load_calibration(name: &str, model_sha: &str, labels: &[String], templates: &[String]) -> Calibration {
+    let row = Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT model_sha256, labels, templates, temperature FROM biomedclip.calibrations WHERE name = $1",
+            None,
+            &[name.into()],
+        )?;
+        let mut out = None;
+        for r in rows {
+            out = Some((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<Vec<String>>(2)?.unwrap_or_default(),
+                r.get::<Vec<String>>(3)?.unwrap_or_default(),
+                r.get::<f64>(4)?.unwrap_or(f64::NAN),
+            ));
+        }
+        Ok::<_, pgrx::spi::Error>(out)
+    })
+    .unwrap_or_else(|e| error!("cannot read biomedclip.calibrations: {e}"));
+    let Some((sha, cal_labels, cal_templates, temperature)) = row else {
+        error!("calibration \"{name}\" does not exist in biomedclip.calibrations");
+    };
+    if sha != model_sha {
+        error!("calibration \"{name}\" was fitted for model {sha}, but the active model is {model_sha}");
+    }
+    if cal_labels != labels {
+        error!("calibration \"{name}\" was fitted for labels {cal_labels:?}, not {labels:?}");
+    }
+    if cal_templates != templates {
+        error!("calibration \"{name}\" was fitted for templates {cal_templates:?}, not {templates:?}");
+    }
+    if !(temperature.is_finite() && temperature > 0.0) {
+        error!("calibration \"{name}\" has an invalid temperature {temperature}");
+    }
+    Calibration { temperature }
+}
+
+#[pg_extern(sql = false)]
+fn biomedclip_zero_shot(
+    image: Option<PgVector<f32>>,
+    labels: Option<Array<&str>>,
+    templates: Option<Array<&str>>,
+    calibration: Option<&str>,
+) -> TableIterator<'static, (name!(label, String), name!(probability, f64), name!(logit, f64), name!(rank, i32))> {
+    let (Some(image), Some(labels)) = (image, labels) else { return TableIterator::new(Vec::new()) };
+    let labels = strings(&labels, "labels");
+    let templates = templates.map(|t| strings(&t, "templates")).unwrap_or_else(|| vec!["this is a photo of {}".to_string()]);
+    let (sha, logits) = label_logits(&image, &labels, &templates);
+    let temperature = calibration.map_or(1.0, |name| load_calibration(name, &sha, &labels, &templates).temperature);
+    let probs = calibration::softmax(&logits, temperature);
+    let mut rows: Vec<(String, f64, f64)> = labels.into_iter().zip(probs).zip(logits).map(|((l, p), z)| (l, p, z)).collect();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let out: Vec<(String, f64, f64, i32)> = rows.into_iter().enumerate().map(|(i, (l, p, z))| (l, p, z, i as i32 + 1)).collect();
+    TableIterator::new(out)
+}
+
+#[pg_extern(sql = false)]
+fn biomedclip_zero_shot_logits(image: PgVector<f32>, labels: Array<&str>, templates: Array<&str>) -> Vec<f64> {
+    label_logits(&image, &strings(&labels, "labels"), &strings(&templates, "templates")).1
+}
+
+#[pg_extern(sql = false)]
+fn biomedclip_softmax(logits: Array<f64>, temperature: f64) -> Vec<f64> {
+    if !(temperature.is_finite() && temperature > 0.0) {
+        error!("temperature must be positive and finite, got {temperature}");
+    }
+    let v: Vec<f64> = logits.iter().map(|x| x.unwrap_or_else(|| error!("logits must not contain NULL"))).collect();
+    calibration::softmax(&v, temperature)
+}
+
+/// Number of prompt embeddings computed (cache misses) in this backend, for tests.
+#[pg_extern(sql = false)]
+fn biomedclip_prompt_cache_misses() -> i64 {
+    PROMPTS.with(|c| c.borrow().misses as i64)
+}
+
+// ---- Aggregates over (logits, true_index) rows -------------------------------------------
+
+#[derive(Default)]
+pub struct CalibrationState {
+    samples: Vec<Sample>,
+    bins: Option<i32>,
+}
+
+unsafe fn agg_context(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::MemoryContext {
+    let mut ctx: pg_sys::MemoryContext = std::ptr::null_mut();
+    if pg_sys::AggCheckCallContext(fcinfo, &mut ctx) == 0 {
+        error!("biomedclip calibration functions can only be called as aggregates");
+    }
+    ctx
+}
+
+/// Transition (logits, true_index): collect one row.
+#[pg_extern(sql = false)]
+fn biomedclip_calibration_accum(state: Internal, logits: Option<Array<f64>>, true_index: Option<i32>, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
+    accumulate(state, logits, true_index, None, fcinfo)
+}
+
+/// Transition (logits, true_index, bins) of biomedclip_reliability.
+#[pg_extern(sql = false)]
+fn biomedclip_calibration_accum_bins(
+    state: Internal,
+    logits: Option<Array<f64>>,
+    true_index: Option<i32>,
+    bins: Option<i32>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Internal {
+    accumulate(state, logits, true_index, bins, fcinfo)
+}
+
+/// Collects one row. NULL logits or index are skipped; `true_index` is 1-based.
+fn accumulate(mut state: Internal, logits: Option<Array<f64>>, true_index: Option<i32>, bins: Option<i32>, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
+    unsafe {
+        let ctx = agg_context(fcinfo);
+        let st: &mut CalibrationState = PgMemoryContexts::For(ctx).switch_to(|_| state.get_or_insert_default::<CalibrationState>());
+        if let Some(b) = bins {
+            st.bins = Some(b);
+        }
+        if let (Some(logits), Some(idx)) = (logits, true_index) {
+            let v: Vec<f64> = logits.iter().map(|x| x.unwrap_or_else(|| error!("logits must not contain NULL"))).collect();
+            if idx < 1 || idx as usize > v.len() {
+                error!("true_index {idx} is outside 1..{} (it is 1-based, like SQL arrays)", v.len());
+            }
+            st.samples.push(Sample { logits: v, true_index: idx as usize - 1 });
+        }
+    }
+    state
+}
+
+#[pg_extern(sql = false)]
+fn biomedclip_fit_temperature_final(state: Internal) -> Option<JsonB> {
+    let st = unsafe { state.get::<CalibrationState>() }?;
+    if st.samples.is_empty() {
+        return None;
+    }
+    let fit = calibration::fit(&st.samples).unwrap_or_else(|e| error!("cannot fit a temperature: {e}"));
+    Some(JsonB(serde_json::to_value(fit).expect("fit serializes")))
+}
+
+#[pg_extern(sql = false)]
+fn biomedclip_reliability_final(state: Internal) -> Option<JsonB> {
+    let st = unsafe { state.get::<CalibrationState>() }?;
+    if st.samples.is_empty() {
+        return None;
+    }
+    calibration::validate(&st.samples).unwrap_or_else(|e| error!("{e}"));
+    let bins = st.bins.unwrap_or(15);
+    if !(1..=1000).contains(&bins) {
+        error!("bins must be between 1 and 1000, got {bins}");
+    }
+    let table = calibration::reliability(&st.samples, 1.0, bins as usize);
+    Some(JsonB(serde_json::to_value(table).expect("bins serialize")))
+}
