@@ -71,7 +71,11 @@ FROM captions_raw;
 \timing off
 SELECT count(*) AS images_embedded, min(embedding_dims(img_emb)) AS dims FROM demo_images;
 
-\echo '--- 7. text -> image: the images nearest to a query phrase'
+\echo '--- 7. an ivf index for cosine search, and text -> image through it'
+CREATE INDEX demo_images_ivf ON demo_images USING ivf (img_emb embedding_cosine_ops) WITH (lists = 4);
+SET ivf.probes = 2;
+SET enable_seqscan = off;  -- 100 rows: the planner would rightly prefer a scan; show the index
+EXPLAIN (COSTS OFF) SELECT image FROM demo_images ORDER BY img_emb <=> biomedclip_embed_text('axial CT of the chest') LIMIT 5;
 SELECT image, modality, round((img_emb <=> biomedclip_embed_text('axial CT of the chest with pulmonary nodules'))::numeric, 4) AS distance
 FROM demo_images ORDER BY img_emb <=> biomedclip_embed_text('axial CT of the chest with pulmonary nodules') LIMIT 5;
 
@@ -81,7 +85,16 @@ FROM demo_images a, demo_images b
 WHERE a.image = (SELECT min(image) FROM demo_images) AND b.image <> a.image
 ORDER BY a.img_emb <=> b.img_emb LIMIT 5;
 
-\echo '--- 9. image -> caption retrieval: how often the own caption ranks first'
+RESET enable_seqscan;
+
+\echo '--- 9. zero-shot labelling of three images (probabilities are uncalibrated; not a diagnosis)'
+SELECT i.image, z.label, round(z.probability::numeric, 3) AS probability, z.rank
+FROM (SELECT * FROM demo_images ORDER BY image LIMIT 3) i,
+     biomedclip_zero_shot(i.img_emb, ARRAY['CT scan', 'MRI scan', 'X-ray'],
+                          ARRAY['this is a photo of {}', '{} presented in image']) z
+WHERE z.rank = 1 ORDER BY i.image;
+
+\echo '--- 10. image -> caption retrieval: how often the own caption ranks first'
 SELECT count(*) FILTER (WHERE rank = 1) AS own_caption_first, count(*) AS images
 FROM (SELECT i.image, (SELECT count(*) FROM demo_images c WHERE (i.img_emb <=> c.txt_emb) <= (i.img_emb <=> i.txt_emb)) AS rank
       FROM demo_images i) r;

@@ -65,3 +65,13 @@ CREATE FUNCTION biomedclip_save_calibration(name text, fit jsonb, labels text[],
         temperature = EXCLUDED.temperature, ece_before = EXCLUDED.ece_before, ece_after = EXCLUDED.ece_after,
         n = EXCLUDED.n, fitted_at = now();
 $$;
+
+-- Default deny: the functions that run the model (CPU-heavy, and reading the superuser-configured
+-- model) are not granted to PUBLIC. A DBA grants them to the analyst roles that need them; see the
+-- README ("Privileges"). The vector types, operators and the ivf index stay usable by everyone.
+REVOKE ALL ON FUNCTION biomedclip_embed_image(bytea), biomedclip_embed_text(text),
+    biomedclip_embed_images(bytea[]), biomedclip_embed_texts(text[]), biomedclip_tokenize(text),
+    biomedclip_preprocess(bytea), biomedclip_model_info(), biomedclip_load_model(),
+    biomedclip_zero_shot(embedding, text[], text[], text), biomedclip_zero_shot_logits(embedding, text[], text[]),
+    biomedclip_save_calibration(text, jsonb, text[], text[]), biomedclip_prompt_cache_misses()
+FROM PUBLIC;

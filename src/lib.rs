@@ -46,6 +46,35 @@ mod tests {
     fn dimension_mismatch_is_an_error() {
         Spi::get_one::<f64>("SELECT '[0,0]'::embedding <-> '[3,4,5]'::embedding").unwrap();
     }
+
+    /// A deliberate Rust panic inside a SQL function, as any bug would be.
+    #[pg_extern]
+    fn biomedclip_test_panic(message: &str) -> i32 {
+        panic!("{message}")
+    }
+
+    /// The panic comes back as an ordinary ERROR carrying its message; had it unwound across the
+    /// FFI boundary the backend would have aborted and the harness would see a lost connection.
+    #[pg_test]
+    #[should_panic(expected = "deliberate test panic")]
+    fn a_rust_panic_becomes_an_error() {
+        Spi::get_one::<i32>("SELECT tests.biomedclip_test_panic('deliberate test panic')").unwrap();
+    }
+
+    /// After a panic was turned into an ERROR inside a subtransaction, the same backend goes on.
+    #[pg_test]
+    fn the_backend_survives_a_panic() {
+        let pid_before = Spi::get_one::<i32>("SELECT pg_backend_pid()").unwrap();
+        Spi::run(
+            "DO $$ BEGIN
+                 BEGIN PERFORM tests.biomedclip_test_panic('inside a savepoint');
+                 EXCEPTION WHEN OTHERS THEN RAISE NOTICE 'caught: %', SQLERRM; END;
+             END $$",
+        )
+        .unwrap();
+        assert_eq!(Spi::get_one::<i32>("SELECT pg_backend_pid()").unwrap(), pid_before);
+        assert_eq!(Spi::get_one::<f64>("SELECT '[0,0]'::embedding <-> '[3,4]'::embedding").unwrap(), Some(5.0));
+    }
 }
 
 /// Used by `cargo pgrx test`.

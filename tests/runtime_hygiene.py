@@ -52,19 +52,21 @@ def telemetry():
 
 
 def worker_threads_block_signals():
-    # With 3 intra-op threads ONNX Runtime starts 2 workers; they must have every signal blocked,
-    # so that PostgreSQL's handlers (cancel, timeouts, die) only ever run on the backend's thread.
-    out = psql("SET biomedclip.intra_op_threads = 3; SELECT biomedclip_load_model() IS NOT NULL;"
-               "SELECT embedding_dims(biomedclip_embed_text('x'));"
-               "SELECT pg_backend_pid();"
-               "SELECT string_agg(t, ',') FROM pg_ls_dir('/proc/' || pg_backend_pid() || '/task') t;").stdout.split()
-    pid, tids = out[-2], out[-1].split(",")
-    workers = [t for t in tids if t != pid]
-    masks = []
-    for t in workers:
-        for line in open(f"/proc/{pid}/task/{t}/status") if os.path.exists(f"/proc/{pid}/task/{t}/status") else []:
-            if line.startswith("SigBlk:"):
-                masks.append(int(line.split()[1], 16))
+    # With 3 intra-op threads ONNX Runtime starts 2 workers per session; they must have every
+    # signal blocked, so that PostgreSQL's handlers (cancel, timeouts, die) only ever run on the
+    # backend's own thread. The session stays open while /proc is read.
+    import psycopg
+
+    with psycopg.connect(host="127.0.0.1", port=PORT, user="postgres", dbname="biomedclip_regress", autocommit=True) as c:
+        c.execute("SET biomedclip.intra_op_threads = 3")
+        c.execute("SELECT biomedclip_load_model()")
+        c.execute("SELECT embedding_dims(biomedclip_embed_text('x'))")
+        pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+        workers = [t for t in os.listdir(f"/proc/{pid}/task") if t != str(pid)]
+        masks = []
+        for t in workers:
+            with open(f"/proc/{pid}/task/{t}/status") as f:
+                masks += [int(l.split()[1], 16) for l in f if l.startswith("SigBlk:")]
     # Signals 1..31 except SIGKILL (9) and SIGSTOP (19), which cannot be blocked.
     wanted = sum(1 << (n - 1) for n in range(1, 32) if n not in (9, 19))
     ok = len(workers) >= 2 and len(masks) == len(workers) and all(m & wanted == wanted for m in masks)
@@ -112,7 +114,38 @@ def long_call_really_is_long():
     check("the uncancelled call is long enough to test cancellation", elapsed > 1.2, f"{elapsed:.1f} s")
 
 
+def no_network():
+    """strace a fresh backend while it loads the model, embeds, searches through ivf and scores
+    zero-shot: no socket is created, connected or bound, and nothing is sent to an address."""
+    import psycopg
+
+    out_path = f"/tmp/biomedclip_strace_{os.getpid()}.txt"
+    with psycopg.connect(host="127.0.0.1", port=PORT, user="postgres", dbname="biomedclip_regress", autocommit=True) as c:
+        pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+        tracer = subprocess.Popen(["strace", "-f", "-qq", "-e", "trace=network", "-p", str(pid), "-o", out_path])
+        time.sleep(1.0)  # let strace attach
+        c.execute("DROP TABLE IF EXISTS net_t; CREATE TABLE net_t (id int, emb embedding(512))")
+        c.execute("INSERT INTO net_t SELECT i, biomedclip_embed_text('finding ' || i) FROM generate_series(1, 20) i")
+        c.execute("CREATE INDEX ON net_t USING ivf (emb embedding_cosine_ops) WITH (lists = 2)")
+        c.execute("SET enable_seqscan = off")
+        c.execute("SELECT id FROM net_t ORDER BY emb <=> biomedclip_embed_text('finding 3') LIMIT 3").fetchall()
+        c.execute("SELECT * FROM biomedclip_zero_shot((SELECT emb FROM net_t LIMIT 1), ARRAY['a', 'b'])").fetchall()
+        c.execute("DROP TABLE net_t")
+        time.sleep(0.3)
+        tracer.terminate()
+        tracer.wait()
+    lines = open(out_path).read().splitlines()
+    os.unlink(out_path)
+    bad = [l for l in lines if any(f" {call}(" in f" {l.split(' ', 1)[-1]}" for call in ("socket", "connect", "bind", "listen", "accept"))
+           or ("sendto(" in l and not l.rstrip().endswith("NULL, 0) = " + l.rsplit("= ", 1)[-1]) and "NULL, 0)" not in l)
+           or ("sendmsg(" in l and "msg_name=" in l)]
+    client_io = sum(1 for l in lines if "sendto(" in l or "recvfrom(" in l)
+    check("no network from the extension (strace of a backend)", not bad and client_io > 0,
+          f"{len(lines)} network syscalls traced, all on the client connection ({client_io}); offending: {bad[:3]}")
+
+
 telemetry()
+no_network()
 worker_threads_block_signals()
 long_call_really_is_long()
 cancel_latency()

@@ -223,9 +223,48 @@ fn decode_png(data: &[u8], max_pixels: u64) -> Result<Decoded, ImageError> {
     Ok(Decoded { mode, pixels, palette })
 }
 
+thread_local! {
+    /// Set by libjpeg's warning hook when the data ended before the image did.
+    static JPEG_PREMATURE_END: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+unsafe extern "C-unwind" fn jpeg_warning(cinfo: &mut mozjpeg_sys::jpeg_common_struct, level: std::os::raw::c_int) {
+    if level < 0 && !cinfo.err.is_null() && (*cinfo.err).msg_code == mozjpeg_sys::JWRN_JPEG_EOF as i32 {
+        JPEG_PREMATURE_END.with(|f| f.set(true));
+    }
+}
+
+unsafe extern "C-unwind" fn jpeg_error_exit(cinfo: &mut mozjpeg_sys::jpeg_common_struct) {
+    let code = if cinfo.err.is_null() { -1 } else { (*cinfo.err).msg_code };
+    std::panic::resume_unwind(Box::new(format!("libjpeg error {code}")));
+}
+
+/// libjpeg reports truncated data only as a warning and fills the rest with grey; Pillow refuses
+/// such files ("image file is truncated"), and so do we. Other corrupt-data warnings are ignored,
+/// as Pillow ignores them.
+fn jpeg_error_mgr() -> mozjpeg_sys::jpeg_error_mgr {
+    unsafe {
+        let mut err: mozjpeg_sys::jpeg_error_mgr = std::mem::zeroed();
+        mozjpeg_sys::jpeg_std_error(&mut err);
+        err.error_exit = Some(jpeg_error_exit);
+        err.emit_message = Some(jpeg_warning);
+        err
+    }
+}
+
 fn decode_jpeg(data: &[u8], max_pixels: u64) -> Result<Decoded, ImageError> {
+    JPEG_PREMATURE_END.with(|f| f.set(false));
+    let result = std::panic::catch_unwind(|| decode_jpeg_inner(data, max_pixels))
+        .unwrap_or_else(|_| Err(corrupt("JPEG", "libjpeg rejected the data")));
+    if JPEG_PREMATURE_END.with(|f| f.get()) {
+        return Err(corrupt("JPEG", "premature end of data (image file is truncated)"));
+    }
+    result
+}
+
+fn decode_jpeg_inner(data: &[u8], max_pixels: u64) -> Result<Decoded, ImageError> {
     use mozjpeg::ColorSpace;
-    let d = mozjpeg::Decompress::new_mem(data).map_err(|e| corrupt("JPEG", e))?;
+    let d = mozjpeg::Decompress::with_err(jpeg_error_mgr()).from_mem(data).map_err(|e| corrupt("JPEG", e))?;
     let (width, height) = (d.width(), d.height());
     check_pixels(width as u64, height as u64, max_pixels)?;
     let (mode, bands, mut started) = match d.color_space() {

@@ -90,3 +90,14 @@ fn cleaning_matches_python_on_constructed_inputs() {
         assert_eq!(&text_clean::clean(case), want, "input {case:?}");
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, ..Default::default() })]
+    /// Arbitrary Unicode (controls, surrogate-free planes, entities, escapes) never panics.
+    #[test]
+    fn cleaning_and_tokenizing_never_panic(s in "\\PC{0,300}", entity in "&#?[0-9A-Za-z]{0,30};?") {
+        let tok = tokenizer();
+        let _ = tok.encode(&s);
+        let _ = tok.encode(&format!("{s}{entity}{entity}"));
+    }
+}

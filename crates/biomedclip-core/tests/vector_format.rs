@@ -76,6 +76,13 @@ proptest! {
     }
 
     #[test]
+    fn text_parser_never_panics(s in "\\PC{0,200}", t in "[\\[\\]0-9eE.,+\\- naNIfy]{0,60}") {
+        let _ = parse_text::<f32>(&s);
+        let _ = parse_text::<f16>(&t);
+        let _ = parse_text::<f32>(&t);
+    }
+
+    #[test]
     fn binary_decoder_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
         let _ = decode_binary::<f32>(&bytes);
         let _ = decode_binary::<f16>(&bytes);
