@@ -20,6 +20,14 @@ cargo pgrx test pg15 --runas postgres --pgdata "$pgdata/data"
 echo "== install the release build"
 cargo pgrx install --release --pg-config /usr/bin/pg_config >/dev/null
 
-echo "== SQL regression tests (pg_regress)"
+echo "== SQL regression tests (pg_regress) and script suites"
 bash scripts/regress.sh
+
+echo "== reliability: malformed-input corpus, RLS with hospital roles, 20 crash restarts (own cluster)"
+rel=$(mktemp -d /tmp/biomedclip-reliability.XXXXXX)
+target/pyenv/bin/python tests/reliability_suite.py "$rel" 54401
+rm -rf "$rel"
+
+echo "== load: the 1-minute pgbench scenario (benches/load has the 10-minute one)"
+DURATION=60 RESULTS="$pgdata/load.md" bash benches/load/run.sh
 echo "== all suites passed"

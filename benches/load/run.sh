@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The 10-minute load scenario (benches/load/results.md); DURATION=60 for the short version.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+PORT=${BENCH_PORT:-54391}
+bash scripts/setup.sh >/dev/null
+cargo pgrx install --release --pg-config /usr/bin/pg_config >/dev/null
+work=$(mktemp -d /tmp/biomedclip-load.XXXXXX); chmod 755 "$work"
+trap 'bash scripts/pg_cluster.sh stop "$work/data" immediate; rm -rf "$work"' EXIT
+bash scripts/pg_cluster.sh start "$work/data" "$PORT" "max_connections = 50" \
+  "biomedclip.ort_library = '$ROOT/target/onnxruntime/libonnxruntime.so.1.32.0'" "biomedclip.model_dir = '$ROOT/target/models/tiny'"
+target/pyenv/bin/python benches/load/run.py "$PORT" "${DURATION:-600}" "${RESULTS:-benches/load/results.md}"
