@@ -21,34 +21,14 @@ import time
 import numpy as np
 import psycopg
 
-ROOT = os.path.realpath(os.path.join(os.path.dirname(__file__), ".."))
+from suite import PGBIN, as_pg, check, finish, start_cluster, stop_cluster, vec
+
 WORK, BASE_PORT = sys.argv[1], int(sys.argv[2])
-PGBIN = "/usr/lib/postgresql/15/bin"
 DIM = 512
-results = []
-
-
-def check(name, ok, detail):
-    results.append(ok)
-    print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}", flush=True)
-
-
-def as_pg(cmd):
-    return subprocess.run(["su", "postgres", "-s", "/bin/bash", "-c", cmd], capture_output=True, text=True)
-
-
-def cluster(name, port):
-    data = os.path.join(WORK, name)
-    subprocess.run(["bash", os.path.join(ROOT, "scripts/pg_cluster.sh"), "start", data, str(port), "max_connections = 50"], check=True)
-    return data
 
 
 def connect(port, db="postgres", autocommit=True):
     return psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname=db, autocommit=autocommit)
-
-
-def vec(v):
-    return "[" + ",".join(f"{x:.6g}" for x in v) + "]"
 
 
 NOISE = float(os.environ.get("IVF_TEST_NOISE", "1.0"))
@@ -243,7 +223,7 @@ def test_crash(port, data, rng):
     as_pg(f"{PGBIN}/pg_ctl -D {data} -m immediate stop")
     stop.set()
     [t.join() for t in threads]
-    subprocess.run(["bash", os.path.join(ROOT, "scripts/pg_cluster.sh"), "start", data, str(port)], check=True)
+    start_cluster(data, port)
     missing = 0
     with connect(port) as conn:
         conn.execute("SET enable_seqscan = off; SET ivf.probes = 10")
@@ -303,7 +283,7 @@ def main():
     os.makedirs(WORK, exist_ok=True)
     os.chmod(WORK, 0o755)
     rng = np.random.default_rng(2026)
-    data = cluster("primary", BASE_PORT)
+    data = start_cluster(os.path.join(WORK, "primary"), BASE_PORT)
     try:
         test_recall_and_vacuum(BASE_PORT, rng)
         test_filters_and_rls(BASE_PORT, rng)
@@ -311,10 +291,8 @@ def main():
         test_standby(BASE_PORT, data, rng)
         test_crash(BASE_PORT, data, rng)
     finally:
-        as_pg(f"{PGBIN}/pg_ctl -D {data} -m immediate stop")
-    failed = results.count(False)
-    print(f"{len(results) - failed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+        stop_cluster(data)
+    finish()
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ import io
 import os
 import random
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -25,36 +24,19 @@ import zlib
 import numpy as np
 import psycopg
 
-ROOT = os.path.realpath(os.path.join(os.path.dirname(__file__), ".."))
-SHARED = os.path.realpath(os.path.join(ROOT, "..", "shared", "data"))
-PGBIN = "/usr/lib/postgresql/15/bin"
+from suite import PGBIN, SHARED, as_pg, check, finish, start_cluster, stop_cluster, vec
+
 WORK, PORT = sys.argv[1], int(sys.argv[2])
 PARTS = [a for a in sys.argv[3:] if not a.startswith("--")] or ["corpus", "rls", "kill"]
 KILL_ITERATIONS = int(sys.argv[sys.argv.index("--kill-iterations") + 1]) if "--kill-iterations" in sys.argv else 20
-results = []
-
-
-def check(name, ok, detail):
-    results.append(ok)
-    print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}", flush=True)
-
-
-def as_pg(cmd):
-    return subprocess.run(["su", "postgres", "-s", "/bin/bash", "-c", cmd], capture_output=True, text=True)
 
 
 def start(data):
-    subprocess.run(["bash", os.path.join(ROOT, "scripts/pg_cluster.sh"), "start", data, str(PORT),
-                    f"biomedclip.ort_library = '{ROOT}/target/onnxruntime/libonnxruntime.so.1.32.0'",
-                    f"biomedclip.model_dir = '{ROOT}/target/models/tiny'", "max_connections = 50"], check=True)
+    start_cluster(data, PORT)
 
 
 def connect(db="postgres", **kw):
     return psycopg.connect(host="127.0.0.1", port=PORT, user="postgres", dbname=db, autocommit=True, **kw)
-
-
-def vec(v):
-    return "[" + ",".join(f"{x:.6g}" for x in v) + "]"
 
 
 # ---------------------------------------------------------------------------- corpus
@@ -116,7 +98,7 @@ def text_corpus(rng):
     bad = ["", "[", "]", "[]", "[,]", "[1,]", "[,1]", "[1,,2]", "[1 2]", "[a]", "[1e39]", "[-1e39]", "[NaN]", "[nan]",
            "[Infinity]", "[-inf]", "[1,2", "1,2]", "{1,2}", "(1,2)", "[1;2]", "[0x10]", "[1_0]", "[--1]", "[1e]", "[.]",
            "[\u00a01]", "[１]", "[1,2]]", "[[1,2]]", "[" + "1," * 16000 + "1]"]
-    cases = [(f"malformed embedding text {b[:20]!r}", f"SELECT %s::embedding", (b,)) for b in bad]
+    cases = [(f"malformed embedding text {b[:20]!r}", "SELECT %s::embedding", (b,)) for b in bad]
     for i in range(300):
         s = "".join(rng.choice("[],.-+eE0123456789naNIfy x\t") for _ in range(rng.randrange(1, 30)))
         if s.startswith("[") and s.endswith("]"):
@@ -325,10 +307,8 @@ def main():
         if "kill" in PARTS:
             run_kill(data)
     finally:
-        as_pg(f"{PGBIN}/pg_ctl -D {data} -m immediate stop")
-    failed = results.count(False)
-    print(f"{len(results) - failed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+        stop_cluster(data)
+    finish()
 
 
 if __name__ == "__main__":

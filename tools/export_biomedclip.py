@@ -17,12 +17,13 @@ unnormalized embeddings, as open_clip's encode_image / encode_text return them.
 Requires: torch, open_clip_torch, timm, transformers, onnx, onnxruntime.
 """
 import argparse
-import hashlib
 import json
 import os
 import shutil
 
 import torch
+
+from model_manifest import write_manifest
 
 HUB_ID = "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
 
@@ -76,26 +77,6 @@ def real_model():
     return model.visual, model.text, float(model.logit_scale.detach())
 
 
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def write_manifest(outdir, name, version, precision, logit_scale):
-    files = ["image_encoder.onnx", "text_encoder.onnx", "tokenizer.json"]
-    manifest = {
-        "name": name, "version": version, "precision": precision, "embed_dim": 512, "logit_scale": logit_scale,
-        "image": {"size": 224, "mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711],
-                  "interpolation": "bicubic", "resize_mode": "shortest", "input": "pixel_values", "output": "image_embeds"},
-        "text": {"context_length": 256, "input_ids": "input_ids", "attention_mask": "attention_mask", "output": "text_embeds"},
-        "files": {f: sha256(os.path.join(outdir, f)) for f in files},
-    }
-    json.dump(manifest, open(os.path.join(outdir, "manifest.json"), "w"), indent=2)
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("outdir")
@@ -140,7 +121,6 @@ CHECK_CAPTIONS = ["chest x-ray showing pneumonia", "H&E stained histopathology s
 
 def write_torch_reference(visual, text, shared, outdir):
     """Embeddings by open_clip's own pipeline (its eval transform and HFTokenizer), in torch."""
-    import numpy as np
     import open_clip
     from PIL import Image
 

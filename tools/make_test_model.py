@@ -20,14 +20,14 @@ Embeddings are returned unnormalized, as open_clip's encode_image/encode_text do
 The tokenizer.json comes from ../shared/data/biomedclip (the real one).
 """
 import argparse
-import hashlib
-import json
 import os
 import shutil
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from model_manifest import EMBED_DIM, write_manifest
 
 OPSET = 17
 SIZES = {
@@ -37,9 +37,6 @@ SIZES = {
 }
 VOCAB = 28895
 MAX_POSITIONS = 512
-EMBED_DIM = 512
-MEAN = [0.48145466, 0.4578275, 0.40821073]
-STD = [0.26862954, 0.26130258, 0.27577711]
 
 
 class Graph:
@@ -124,7 +121,7 @@ def image_tower(size, seed):
         x = g.op("Add", [x, g.attention(g.layer_norm(x, d, 1e-6), d, heads)])
         x = g.op("Add", [x, g.mlp(g.layer_norm(x, d, 1e-6), d, hidden)])
     pooled = g.cls_token_of(g.layer_norm(x, d, 1e-6))
-    out = g.op("MatMul", [pooled, g.weight("proj", (d, EMBED_DIM))])
+    g.op("MatMul", [pooled, g.weight("proj", (d, EMBED_DIM))])
     g.nodes[-1].output[0] = "image_embeds"
     return g.model(
         [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["batch", 3, 224, 224])],
@@ -162,33 +159,6 @@ def text_tower(size, seed):
         [helper.make_tensor_value_info("text_embeds", TensorProto.FLOAT, ["batch", EMBED_DIM])],
         "biomedclip_text_tower",
     )
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def write_manifest(outdir, name, version, precision, logit_scale):
-    files = ["image_encoder.onnx", "text_encoder.onnx", "tokenizer.json"]
-    manifest = {
-        "name": name,
-        "version": version,
-        "precision": precision,
-        "embed_dim": EMBED_DIM,
-        "logit_scale": logit_scale,
-        "image": {
-            "size": 224, "mean": MEAN, "std": STD, "interpolation": "bicubic", "resize_mode": "shortest",
-            "input": "pixel_values", "output": "image_embeds",
-        },
-        "text": {"context_length": 256, "input_ids": "input_ids", "attention_mask": "attention_mask", "output": "text_embeds"},
-        "files": {f: sha256(os.path.join(outdir, f)) for f in files},
-    }
-    with open(os.path.join(outdir, "manifest.json"), "w") as f:
-        json.dump(manifest, f, indent=2)
 
 
 def main():

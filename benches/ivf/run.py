@@ -93,7 +93,7 @@ def main():
         timed_queries(conn, queries[:20], "SET ivf.probes = 10")  # warm the index
         for p in PROBES:
             ids, lat = timed_queries(conn, queries, f"SET ivf.probes = {p}")
-            rows.append((f"ivf (ours)", p, pct(lat, 50), pct(lat, 95), 1 / statistics.mean(lat), recall(ids, truth)))
+            rows.append(("ivf (ours)", p, pct(lat, 50), pct(lat, 95), 1 / statistics.mean(lat), recall(ids, truth)))
 
     import faiss
 

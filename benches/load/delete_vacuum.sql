@@ -1,2 +1,2 @@
-DELETE FROM load_items WHERE id IN (SELECT id FROM load_items ORDER BY id LIMIT 20);
-VACUUM load_items;
+DELETE FROM load_items WHERE id IN (SELECT id FROM load_items ORDER BY id LIMIT 3);
+VACUUM (SKIP_LOCKED) load_items;

@@ -3,6 +3,7 @@
 //!
 //! direct_runner images MODEL_DIR ORT_LIB BATCH REPEATS IMAGE...
 //! direct_runner texts  MODEL_DIR ORT_LIB BATCH REPEATS CAPTIONS.jsonl [pad256]
+//! direct_runner preprocess MODEL_DIR ORT_LIB 1 REPEATS IMAGE...   (decode + preprocess only, per image)
 use biomedclip_core::preprocess::preprocess_into;
 use biomedclip_core::runtime::{init_ort, EmbeddingBackend, Interrupt, LocalModel, Provider, RuntimeConfig};
 use std::path::Path;
@@ -51,6 +52,15 @@ fn main() {
                 // pad256: what open_clip's HFTokenizer does, every text padded to the context length.
                 let min_len = if pad { model.tokenizer.context_length() } else { 0 };
                 model.embed_token_ids_padded(&ids, min_len, &never).unwrap();
+                times.push(start.elapsed().as_secs_f64());
+            }
+        }
+        "preprocess" => {
+            let files: Vec<Vec<u8>> = args[6..].iter().map(|p| std::fs::read(p).unwrap()).collect();
+            for r in 0..repeats {
+                let start = Instant::now();
+                let mut pixels = Vec::new();
+                preprocess_into(&files[r % files.len()], &model.preprocess, 1 << 28, &mut pixels).unwrap();
                 times.push(start.elapsed().as_secs_f64());
             }
         }

@@ -66,6 +66,16 @@ SELECT biomedclip_embed_text('x');
 RESET biomedclip.model_dir;
 SELECT embedding_dims(biomedclip_embed_text('works again'));
 
+-- Execution providers: this machine's ONNX Runtime has no CUDA, so 'cuda' is an error and
+-- 'auto' falls back to the CPU and says why.
+SET biomedclip.execution_provider = 'cuda';
+SELECT biomedclip_embed_text('x') IS NOT NULL;
+SET biomedclip.execution_provider = 'auto';
+SELECT embedding_dims(biomedclip_embed_text('x')),
+       biomedclip_model_info() ->> 'requested_execution_provider' AS requested,
+       biomedclip_model_info() ->> 'execution_provider' LIKE 'cpu (cuda unavailable:%' AS fell_back;
+RESET biomedclip.execution_provider;
+
 -- Settings that name files are superuser-only.
 CREATE ROLE biomedclip_regress_user;
 SET ROLE biomedclip_regress_user;

@@ -1,0 +1,41 @@
+"""Helpers shared by the script-driven test suites: result reporting, clusters, vector text."""
+import os
+import subprocess
+import sys
+
+ROOT = os.path.realpath(os.path.join(os.path.dirname(__file__), ".."))
+SHARED = os.path.realpath(os.path.join(ROOT, "..", "shared", "data"))
+PGBIN = "/usr/lib/postgresql/15/bin"
+_results = []
+
+
+def check(name, ok, detail):
+    _results.append(bool(ok))
+    print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}", flush=True)
+
+
+def finish():
+    """Prints the summary line the CI reads and exits non-zero on any failure."""
+    failed = _results.count(False)
+    print(f"{len(_results) - failed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+def as_pg(cmd):
+    return subprocess.run(["su", "postgres", "-s", "/bin/bash", "-c", cmd], capture_output=True, text=True)
+
+
+def start_cluster(data, port, *conf):
+    """Starts (creating if needed) a cluster in `data` with the test model configured."""
+    subprocess.run(["bash", os.path.join(ROOT, "scripts/pg_cluster.sh"), "start", data, str(port), "max_connections = 50",
+                    f"biomedclip.ort_library = '{ROOT}/target/onnxruntime/libonnxruntime.so.1.32.0'",
+                    f"biomedclip.model_dir = '{ROOT}/target/models/tiny'", *conf], check=True)
+    return data
+
+
+def stop_cluster(data, mode="immediate"):
+    as_pg(f"{PGBIN}/pg_ctl -D {data} -m {mode} -w stop")
+
+
+def vec(v):
+    return "[" + ",".join(f"{x:.6g}" for x in v) + "]"
