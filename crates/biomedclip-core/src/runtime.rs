@@ -7,8 +7,9 @@
 //!   `ORT_DISABLE_TELEMETRY=1` (ONNX Runtime 1.32 otherwise starts a telemetry thread);
 //! * all signals are blocked while ONNX Runtime creates its threads, so that the host's signal
 //!   handlers (query cancel, timeouts) never run on them;
-//! * every run can be cancelled: a watchdog thread polls the caller's interrupt flag and
-//!   terminates the running call through ORT's run options.
+//! * every run can be cancelled: the call runs on its own thread while the caller polls its
+//!   interrupt flag; on an interrupt the caller returns at once and the run is terminated
+//!   through ORT's run options (see `run_watched`).
 
 use crate::model::{ModelError, VerifiedModel};
 use crate::preprocess::PreprocessConfig;
@@ -18,8 +19,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{RunOptions, Session};
 use ort::value::Tensor;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 /// Which execution provider to use.
@@ -124,8 +124,9 @@ pub struct LocalModel {
     pub preprocess: PreprocessConfig,
     /// What actually runs the model, e.g. "cpu" or "cpu (cuda unavailable: ...)".
     pub provider_in_use: String,
-    image: Session,
-    text: Session,
+    // Shared with the thread that runs each call (see `run_watched`).
+    image: Arc<Mutex<Session>>,
+    text: Arc<Mutex<Session>>,
 }
 
 fn session_for(bytes: &[u8], cfg: &RuntimeConfig, cuda: bool) -> Result<Session, ModelError> {
@@ -190,6 +191,7 @@ impl LocalModel {
         check_names("image_encoder.onnx", &image, &[&m.image.input], &m.image.output)?;
         check_names("text_encoder.onnx", &text, &[&m.text.input_ids, &m.text.attention_mask], &m.text.output)?;
         let preprocess = PreprocessConfig { image_size: m.image.size, mean: m.image.mean, std: m.image.std };
+        let (image, text) = (Arc::new(Mutex::new(image)), Arc::new(Mutex::new(text)));
         Ok(LocalModel { verified, tokenizer, preprocess, provider_in_use, image, text })
     }
 
@@ -198,47 +200,57 @@ impl LocalModel {
     }
 }
 
-/// Runs `session` under a watchdog that terminates the call once `interrupt` is pending.
+/// Runs a call on its own thread and waits for it, polling `interrupt` every millisecond.
+///
+/// ONNX Runtime checks its terminate flag only between operators, and one operator of a large
+/// batch can run for hundreds of milliseconds. So on an interrupt the caller returns at once
+/// (and PostgreSQL raises its cancel or timeout error), while the run is told to terminate and
+/// finishes on its own thread; the session's mutex makes the next call on this model wait for it.
+/// The thread owns everything it touches (inputs, session handle, output copies) and never calls
+/// into the host process.
 fn run_watched(
-    session: &mut Session,
+    session: &Arc<Mutex<Session>>,
     inputs: Vec<(String, ort::value::DynValue)>,
     output: &str,
     embed_dim: usize,
     interrupt: &Interrupt,
 ) -> Result<Vec<Vec<f32>>, ModelError> {
-    let err = |e: ort::Error| ModelError::Runtime(e.to_string());
-    let options = RunOptions::new().map_err(err)?;
-    let done = AtomicBool::new(false);
-    let result = std::thread::scope(|scope| {
-        with_signals_blocked(|| {
-            scope.spawn(|| {
-                while !done.load(Ordering::Acquire) {
-                    if interrupt.is_pending() {
-                        let _ = options.terminate();
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            })
-        });
-        let out = session.run_with_options(inputs, &options);
-        let rows = out.map_err(err).and_then(|outputs| {
-            let value = outputs
-                .get(output)
-                .ok_or_else(|| ModelError::Runtime(format!("model produced no output named {output}")))?;
-            let (shape, data) = value.try_extract_tensor::<f32>().map_err(err)?;
-            if shape.len() != 2 || shape[1] as usize != embed_dim {
-                return Err(ModelError::Runtime(format!("output {output} has shape {shape:?}, expected [batch, {embed_dim}]")));
-            }
-            Ok(data.chunks_exact(embed_dim).map(crate::vector_ops::l2_normalize).collect::<Vec<_>>())
-        });
-        done.store(true, Ordering::Release);
-        rows
-    });
     if interrupt.is_pending() {
         return Err(ModelError::Runtime("inference was interrupted".into()));
     }
-    result
+    let options = Arc::new(RunOptions::new().map_err(|e| ModelError::Runtime(e.to_string()))?);
+    let (tx, rx) = mpsc::channel();
+    let (session, run_options, output) = (Arc::clone(session), Arc::clone(&options), output.to_string());
+    let spawned = with_signals_blocked(|| {
+        std::thread::Builder::new().name("biomedclip-ort".into()).spawn(move || {
+            let err = |e: ort::Error| ModelError::Runtime(e.to_string());
+            let mut session = session.lock().unwrap_or_else(|p| p.into_inner());
+            let rows = session.run_with_options(inputs, &*run_options).map_err(err).and_then(|outputs| {
+                let value = outputs
+                    .get(&output)
+                    .ok_or_else(|| ModelError::Runtime(format!("model produced no output named {output}")))?;
+                let (shape, data) = value.try_extract_tensor::<f32>().map_err(err)?;
+                if shape.len() != 2 || shape[1] as usize != embed_dim {
+                    return Err(ModelError::Runtime(format!("output {output} has shape {shape:?}, expected [batch, {embed_dim}]")));
+                }
+                Ok(data.chunks_exact(embed_dim).map(crate::vector_ops::l2_normalize).collect::<Vec<_>>())
+            });
+            let _ = tx.send(rows);
+        })
+    });
+    spawned.map_err(|e| ModelError::Runtime(format!("cannot start the inference thread: {e}")))?;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(1)) {
+            Ok(rows) => return rows,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if interrupt.is_pending() {
+                    let _ = options.terminate();
+                    return Err(ModelError::Runtime("inference was interrupted".into()));
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Err(ModelError::Runtime("the inference thread failed".into())),
+        }
+    }
 }
 
 impl EmbeddingBackend for LocalModel {
@@ -251,7 +263,7 @@ impl EmbeddingBackend for LocalModel {
         let name = self.verified.manifest.image.input.clone();
         let output = self.verified.manifest.image.output.clone();
         let dim = self.embed_dim();
-        let rows = run_watched(&mut self.image, vec![(name, tensor.into_dyn())], &output, dim, interrupt)?;
+        let rows = run_watched(&self.image, vec![(name, tensor.into_dyn())], &output, dim, interrupt)?;
         Ok(rows)
     }
 
@@ -283,6 +295,6 @@ impl LocalModel {
         ];
         let output = t.output.clone();
         let dim = self.embed_dim();
-        run_watched(&mut self.text, inputs, &output, dim, interrupt)
+        run_watched(&self.text, inputs, &output, dim, interrupt)
     }
 }
