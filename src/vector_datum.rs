@@ -22,12 +22,7 @@ pub struct PgVector<T> {
     _element: PhantomData<T>,
 }
 
-/// `embedding`: f32 elements.
-#[allow(dead_code)]
-pub type Embedding = PgVector<f32>;
-/// `halfembedding`: f16 elements.
-#[allow(dead_code)]
-pub type HalfEmbedding = PgVector<f16>;
+// `embedding` is `PgVector<f32>`, `halfembedding` is `PgVector<f16>`.
 
 impl<T: Element> PgVector<T> {
     /// Copies `values` into a new value allocated in the current memory context.
