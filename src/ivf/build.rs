@@ -111,38 +111,14 @@ struct LoadState {
 
 impl LoadState {
     fn nearest(&self, v: &[f32]) -> usize {
-        let v = if self.opclass.metric == Metric::L2 { v.to_vec() } else { biomedclip_core::vector_ops::l2_normalize(v) };
+        let v = self.opclass.assignment_vector(v);
         let vn = biomedclip_core::distance::dot_f32(&v, &v);
         kmeans::nearest(&self.centroids, &self.centroid_norms, self.dims, &v, vn).0
     }
 }
 
-/// Appends an item to a list chain during the build (no WAL here; the pages are logged at the
-/// end). Returns the block the item went to.
-unsafe fn append_unlogged(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, tail: pg_sys::BlockNumber, item: &[u8]) -> (pg_sys::BlockNumber, pg_sys::BlockNumber) {
-    if tail != INVALID_BLOCK {
-        let buf = pg_sys::ReadBufferExtended(index, fork, tail, pg_sys::ReadBufferMode::RBM_NORMAL, std::ptr::null_mut());
-        pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_EXCLUSIVE as i32);
-        let page = pg_sys::BufferGetPage(buf);
-        if pages::try_add(page, item) {
-            pg_sys::MarkBufferDirty(buf);
-            pg_sys::UnlockReleaseBuffer(buf);
-            return (tail, tail);
-        }
-        let next = pages::new_buffer(index, fork);
-        let next_blk = pg_sys::BufferGetBlockNumber(next);
-        (*pages::opaque(page)).next = next_blk;
-        pg_sys::MarkBufferDirty(buf);
-        pg_sys::UnlockReleaseBuffer(buf);
-        let npage = pg_sys::BufferGetPage(next);
-        pages::init_page(npage);
-        if !pages::try_add(npage, item) {
-            error!("ivf: index row of {} bytes does not fit on a page", item.len());
-        }
-        pg_sys::MarkBufferDirty(next);
-        pg_sys::UnlockReleaseBuffer(next);
-        return (INVALID_BLOCK, next_blk);
-    }
+/// A new page at the end of `fork` holding `item` (no WAL: the build logs its pages at the end).
+unsafe fn new_page_with(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, item: &[u8]) -> pg_sys::BlockNumber {
     let buf = pages::new_buffer(index, fork);
     let blk = pg_sys::BufferGetBlockNumber(buf);
     let page = pg_sys::BufferGetPage(buf);
@@ -152,7 +128,29 @@ unsafe fn append_unlogged(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Typ
     }
     pg_sys::MarkBufferDirty(buf);
     pg_sys::UnlockReleaseBuffer(buf);
-    (blk, blk)
+    blk
+}
+
+/// Appends an item to a list chain during the build. Returns (the chain's first block if this
+/// call created it, else INVALID_BLOCK; the chain's tail block after the append).
+unsafe fn append_unlogged(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, tail: pg_sys::BlockNumber, item: &[u8]) -> (pg_sys::BlockNumber, pg_sys::BlockNumber) {
+    if tail == INVALID_BLOCK {
+        let blk = new_page_with(index, fork, item);
+        return (blk, blk);
+    }
+    let buf = pg_sys::ReadBufferExtended(index, fork, tail, pg_sys::ReadBufferMode::RBM_NORMAL, std::ptr::null_mut());
+    pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_EXCLUSIVE as i32);
+    let page = pg_sys::BufferGetPage(buf);
+    let new_tail = if pages::try_add(page, item) {
+        tail
+    } else {
+        let next = new_page_with(index, fork, item);
+        (*pages::opaque(page)).next = next;
+        next
+    };
+    pg_sys::MarkBufferDirty(buf);
+    pg_sys::UnlockReleaseBuffer(buf);
+    (INVALID_BLOCK, new_tail)
 }
 
 #[pg_guard]

@@ -6,14 +6,14 @@
 
 use super::build::{check_dims, datum_vector};
 use super::pages::{self, INVALID_BLOCK};
-use super::{to_f32, Metric};
+use super::{to_f32, OpClass};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 /// The list whose centroid is nearest (L2 on the vector, or on its direction for cosine and
 /// inner product, as the build assigns rows).
-fn nearest_list(lists: &[pages::ListEntry], v: &[f32], metric: Metric) -> usize {
-    let v = if metric == Metric::L2 { v.to_vec() } else { biomedclip_core::vector_ops::l2_normalize(v) };
+fn nearest_list(lists: &[pages::ListEntry], v: &[f32], opclass: OpClass) -> usize {
+    let v = opclass.assignment_vector(v);
     let vn = biomedclip_core::distance::dot_f32(&v, &v);
     let mut best = (0usize, f32::INFINITY);
     for (i, l) in lists.iter().enumerate() {
@@ -122,7 +122,7 @@ pub unsafe extern "C-unwind" fn aminsert(
     let v = to_f32(meta.opclass.element, &bytes);
     check_dims(v.len(), meta.dims);
     let lists = pages::read_lists(index, &meta);
-    let list = &lists[nearest_list(&lists, &v, meta.opclass.metric)];
+    let list = &lists[nearest_list(&lists, &v, meta.opclass)];
     append(index, list, &pages::data_item(*heap_tid, meta.opclass.sq_norm(&bytes), &bytes));
     false
 }

@@ -125,6 +125,15 @@ impl OpClass {
         }
     }
 
+    /// The vector as list assignment sees it: as is for L2, its direction for cosine and inner
+    /// product (whose centroids are unit vectors). Build and insert must agree on this.
+    pub fn assignment_vector(self, v: &[f32]) -> Vec<f32> {
+        match self.metric {
+            Metric::L2 => v.to_vec(),
+            _ => biomedclip_core::vector_ops::l2_normalize(v),
+        }
+    }
+
     /// The ORDER BY operator's value for a stored vector (raw element bytes, with its squared
     /// norm) and the query (with its squared norm): exactly what the SQL operator returns.
     pub fn distance(self, stored: &[u8], stored_sq_norm: f32, query: &[u8], query_sq_norm: f32) -> f64 {
