@@ -68,6 +68,9 @@ pub enum ImageError {
     NotAnImage,
     TooManyPixels { width: u64, height: u64, limit: u64 },
     Unsupported(String),
+    /// Well-formed data that cannot be used as asked (no pixel data, a frame out of range, a bad
+    /// window argument).
+    Invalid(String),
     Corrupt { format: &'static str, detail: String },
 }
 
@@ -84,6 +87,7 @@ impl fmt::Display for ImageError {
                 "image of {width}x{height} pixels exceeds the limit of {limit} pixels (biomedclip.max_image_pixels)"
             ),
             ImageError::Unsupported(what) => write!(f, "unsupported image: {what}"),
+            ImageError::Invalid(what) => write!(f, "{what}"),
             ImageError::Corrupt { format, detail } => write!(f, "invalid or truncated {format} data: {detail}"),
         }
     }
@@ -122,6 +126,11 @@ fn check_pixels(width: u64, height: u64, limit: u64) -> Result<(), ImageError> {
 pub fn decode(data: &[u8], max_pixels: u64) -> Result<Decoded, ImageError> {
     if data.is_empty() {
         return Err(ImageError::Empty);
+    }
+    // DICOM first: a DICOM preamble may itself be a TIFF header (dual-personality files).
+    if crate::dicom::is_dicom(data) {
+        let auto = crate::dicom::WindowSpec::Auto;
+        return crate::dicom::render(data, &auto, 0, max_pixels).map(|r| r.image);
     }
     match sniff(data).ok_or(ImageError::NotAnImage)? {
         Format::Png => decode_png(data, max_pixels),
@@ -252,7 +261,7 @@ fn jpeg_error_mgr() -> mozjpeg_sys::jpeg_error_mgr {
     }
 }
 
-fn decode_jpeg(data: &[u8], max_pixels: u64) -> Result<Decoded, ImageError> {
+pub(crate) fn decode_jpeg(data: &[u8], max_pixels: u64) -> Result<Decoded, ImageError> {
     JPEG_PREMATURE_END.with(|f| f.set(false));
     let result = std::panic::catch_unwind(|| decode_jpeg_inner(data, max_pixels))
         .unwrap_or_else(|_| Err(corrupt("JPEG", "libjpeg rejected the data")));

@@ -4,13 +4,16 @@
 //! benchmark: distance kernels, the vector text/binary formats and element-wise vector operations.
 
 pub mod calibration;
+pub mod dicom;
 pub mod distance;
 pub mod image_decode;
 pub mod kmeans;
 pub mod model;
+pub mod pooling;
 pub mod preprocess;
 pub mod resample;
 pub mod runtime;
+pub mod slide;
 pub mod text_clean;
 mod text_tables;
 pub mod tokenize;

@@ -142,9 +142,14 @@ pub fn normalize_chw(rgb: &[u8], size: usize, cfg: &PreprocessConfig, out: &mut 
 /// Decodes and preprocesses one image, appending its 3×size×size tensor to `out`.
 pub fn preprocess_into(data: &[u8], cfg: &PreprocessConfig, max_pixels: u64, out: &mut Vec<f32>) -> Result<(), ImageError> {
     let img = image_decode::decode(data, max_pixels)?;
+    preprocess_decoded(img, cfg, out);
+    Ok(())
+}
+
+/// Preprocesses an already decoded image (a DICOM render, a slide patch), appending its tensor.
+pub fn preprocess_decoded(img: Decoded, cfg: &PreprocessConfig, out: &mut Vec<f32>) {
     let (size, rgb) = model_view_rgb(img, cfg.image_size);
     normalize_chw(&rgb, size, cfg, out);
-    Ok(())
 }
 
 /// Decodes and preprocesses one image into a new 3×size×size tensor.
