@@ -73,5 +73,8 @@ REVOKE ALL ON FUNCTION biomedclip_embed_image(bytea), biomedclip_embed_text(text
     biomedclip_embed_images(bytea[]), biomedclip_embed_texts(text[]), biomedclip_tokenize(text),
     biomedclip_preprocess(bytea), biomedclip_model_info(), biomedclip_load_model(),
     biomedclip_zero_shot(embedding, text[], text[], text), biomedclip_zero_shot_logits(embedding, text[], text[]),
-    biomedclip_save_calibration(text, jsonb, text[], text[]), biomedclip_prompt_cache_misses()
+    biomedclip_save_calibration(text, jsonb, text[], text[]), biomedclip_prompt_cache_misses(),
+    biomedclip_embed_dicom(bytea, text, integer),
+    biomedclip_slide_patches(bytea, integer, integer, double precision, integer),
+    biomedclip_embed_slide(bytea, text, embedding, integer, integer, double precision, integer, double precision)
 FROM PUBLIC;

@@ -10,32 +10,49 @@ use biomedclip_core::preprocess::{self, PreprocessConfig};
 use pgrx::prelude::*;
 use pgrx::{pg_sys, JsonB};
 
-/// Decodes and preprocesses, turning a decoder panic into an error instead of a crash.
-fn preprocess_image(data: &[u8], cfg: &PreprocessConfig, out: &mut Vec<f32>) {
-    let limit = settings::MAX_IMAGE_PIXELS.get().max(1) as u64;
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| preprocess::preprocess_into(data, cfg, limit, out)));
-    match result {
-        Ok(Ok(())) => {}
+/// Runs a decoding step, raising its error; a panic in a decoder becomes an ERROR, not a crash.
+pub(crate) fn guarded<T>(step: impl FnOnce() -> Result<T, ImageError>) -> T {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)) {
+        Ok(Ok(v)) => v,
         Ok(Err(e)) => raise_image_error(e),
         Err(_) => raise_image_error(ImageError::Corrupt { format: "image", detail: "the decoder failed on malformed data".into() }),
     }
 }
 
-fn model_preprocess_config() -> PreprocessConfig {
+/// biomedclip.max_image_pixels.
+pub(crate) fn pixel_limit() -> u64 {
+    settings::MAX_IMAGE_PIXELS.get().max(1) as u64
+}
+
+/// Decodes and preprocesses, turning a decoder panic into an error instead of a crash.
+fn preprocess_image(data: &[u8], cfg: &PreprocessConfig, out: &mut Vec<f32>) {
+    guarded(|| preprocess::preprocess_into(data, cfg, pixel_limit(), out))
+}
+
+pub(crate) fn model_preprocess_config() -> PreprocessConfig {
     model_cache::with_model(|m| m.preprocess.clone())
+}
+
+/// Embeds `count` preprocessed images (CHW tensors, back to back) in one model call.
+pub(crate) fn embed_tensors(pixels: &[f32], count: usize) -> Vec<Vec<f32>> {
+    model_cache::infer(|m, i| m.embed_images(pixels, count, i))
+}
+
+/// biomedclip.batch_size.
+pub(crate) fn batch_size() -> usize {
+    settings::BATCH_SIZE.get().max(1) as usize
 }
 
 fn embed_image_batch(images: &[&[u8]]) -> Vec<Vec<f32>> {
     let cfg = model_preprocess_config();
-    let batch = settings::BATCH_SIZE.get().max(1) as usize;
     let mut out = Vec::with_capacity(images.len());
-    for chunk in images.chunks(batch) {
+    for chunk in images.chunks(batch_size()) {
         let mut pixels = Vec::with_capacity(chunk.len() * 3 * cfg.image_size * cfg.image_size);
         for img in chunk {
             pgrx::check_for_interrupts!();
             preprocess_image(img, &cfg, &mut pixels);
         }
-        out.extend(model_cache::infer(|m, i| m.embed_images(&pixels, chunk.len(), i)));
+        out.extend(embed_tensors(&pixels, chunk.len()));
     }
     out
 }
@@ -45,9 +62,8 @@ fn tokenize(text: &str) -> Vec<u32> {
 }
 
 fn embed_text_batch(texts: &[&str]) -> Vec<Vec<f32>> {
-    let batch = settings::BATCH_SIZE.get().max(1) as usize;
     let mut out = Vec::with_capacity(texts.len());
-    for chunk in texts.chunks(batch) {
+    for chunk in texts.chunks(batch_size()) {
         let ids: Vec<Vec<u32>> = chunk.iter().map(|t| tokenize(t)).collect();
         out.extend(model_cache::infer(|m, i| m.embed_token_ids(&ids, i)));
     }

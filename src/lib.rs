@@ -5,10 +5,12 @@ use pgrx::prelude::*;
 
 ::pgrx::pg_module_magic!();
 
+mod dicom_sql;
 mod embed_sql;
 mod ivf;
 mod model_cache;
 mod settings;
+mod slide_sql;
 mod vector_datum;
 mod vector_sql;
 mod zero_shot_sql;
@@ -16,6 +18,7 @@ mod zero_shot_sql;
 extension_sql_file!("../sql/vector_types.sql", name = "vector_types", bootstrap);
 extension_sql_file!("../sql/model_functions.sql", name = "model_functions", requires = ["vector_types"]);
 extension_sql_file!("../sql/zero_shot.sql", name = "zero_shot", finalize);
+extension_sql_file!("../sql/medical_images.sql", name = "medical_images", requires = ["model_functions"]);
 extension_sql_file!("../sql/ivf.sql", name = "ivf", requires = ["vector_types"]);
 
 #[pg_guard]

@@ -55,6 +55,45 @@ def jpeg_with_size(data, w, h):
     return bytes(data)
 
 
+def dicom_header_lies():
+    """Header values the pixel decoders trust: RLE segment counts/offsets, bit depths, sizes."""
+    cases = []
+    ct = open(f"{SHARED}/dicom/CT1_UNC.dcm", "rb").read()
+    for group, element, value in [(0x28, 0x101, 0), (0x28, 0x101, 17), (0x28, 0x100, 12), (0x28, 0x10, 65535),
+                                  (0x28, 0x11, 0), (0x28, 0x2, 2), (0x28, 0x4, None)]:
+        d = bytearray(ct)
+        at = d.find(struct.pack("<HH", group, element) + b"US\x02\x00")
+        if value is None:  # PhotometricInterpretation -> an unknown value of the same length
+            at = d.find(struct.pack("<HH", 0x28, 0x4) + b"CS")
+            length = struct.unpack("<H", d[at + 6:at + 8])[0]
+            d[at + 8:at + 8 + length] = b"HSV".ljust(length)
+        else:
+            d[at + 8:at + 10] = struct.pack("<H", value)
+        cases.append(("dicom header lie", bytes(d), True))
+    rle = open(f"{SHARED}/dicom/CT1_RLE.dcm", "rb").read()
+    pixel = rle.rfind(b"\xe0\x7f\x10\x00")
+    first = rle.find(b"\xfe\xff\x00\xe0", pixel)
+    header = first + 8 + struct.unpack("<I", rle[first + 4:first + 8])[0] + 8
+    for at, value in [(0, 0xFFFFFFFF), (0, 15), (0, 0), (4, 0x7FFFFFFF), (8, 10), (8, 0xFFFFFF)]:
+        d = bytearray(rle)
+        d[header + at:header + at + 4] = struct.pack("<I", value)
+        cases.append(("dicom RLE header lie", bytes(d), True))
+    return cases
+
+
+def slide_corpus(rng):
+    """Truncated and bit-flipped copies of the real SVS for the slide functions."""
+    svs = open(f"{SHARED}/wsi/CMU-1-Small-Region.svs", "rb").read()
+    cases = [("truncated slide", svs[:rng.randrange(0, len(svs) - 1)], True) for _ in range(40)]
+    for _ in range(40):
+        d = bytearray(svs)
+        for _ in range(rng.randrange(1, 16)):
+            # half of the flips in the header and directories, half anywhere
+            d[rng.randrange(4096 if rng.random() < 0.5 else len(d))] ^= 1 << rng.randrange(8)
+        cases.append(("bit-flipped slide", bytes(d), False))
+    return cases
+
+
 def image_corpus(rng):
     from PIL import Image
 
@@ -86,6 +125,7 @@ def image_corpus(rng):
         w, h = rng.randrange(20000, 65000), rng.randrange(20000, 65000)
         cases.append(("huge PNG header", png_with_size(w, h), True))
         cases.append(("huge JPEG header", jpeg_with_size(jpg, w, h), True))
+    cases += dicom_header_lies()
     cases.append(("zero-length", b"", True))
     magics = [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"BM", b"RIFF\x00\x00\x00\x00WEBP", b"\x00" * 128 + b"DICM"]
     for i in range(300):
@@ -140,6 +180,17 @@ def run_corpus():
             except psycopg.errors.Error:
                 errors += 1
                 by_kind[key] = by_kind.get(key, 0) + 1
+        slides = slide_corpus(rng)
+        for kind, data, must_error in slides:
+            try:
+                c.execute("SELECT count(*) FROM biomedclip_slide_patches(%s, max_patches => 2)", (data,))
+                if must_error:
+                    unexpected += 1
+                    print(f"  unexpected success: {kind}")
+                ok_embeddings += 1
+            except psycopg.errors.Error:
+                errors += 1
+                by_kind["slide"] = by_kind.get("slide", 0) + 1
         texts = text_corpus(rng)
         for kind, sql, params in texts:
             try:
@@ -167,9 +218,9 @@ def run_corpus():
         c.execute("DROP DATABASE corpus_ascii")
         after = c.execute("SELECT pg_postmaster_start_time()").fetchone()[0]
     crashed = [l for l in open(log, errors="replace") if "terminated by signal" in l or "server process" in l and "exited with exit code" in l]
-    total = len(images) + len(texts) + 3
+    total = len(images) + len(slides) + len(texts) + 3
     check("malformed inputs through SQL", unexpected == 0 and total >= 2000,
-          f"{total} inputs: {errors} ERRORs, {ok_embeddings} bit-flipped images still valid (embedded), {unexpected} unexpected; errors by kind {by_kind}")
+          f"{total} inputs: {errors} ERRORs, {ok_embeddings} bit-flipped images/slides still valid (embedded), {unexpected} unexpected; errors by kind {by_kind}")
     check("the server is the same server afterwards", started == after and not crashed,
           f"postmaster start time {'unchanged' if started == after else 'CHANGED'}, {len(crashed)} crashed backends in the log")
 

@@ -11,6 +11,12 @@ SELECT biomedclip_embed_text('x');
 SELECT biomedclip_model_info();
 SELECT * FROM biomedclip_zero_shot('[1,0,0]', ARRAY['a', 'b']);
 SELECT biomedclip_load_model();
+SELECT biomedclip_embed_dicom('\x00');
+SELECT count(*) FROM biomedclip_slide_patches('\x00');
+SELECT biomedclip_embed_slide('\x00');
+-- The renderers and metadata functions do not run the model: usable (and they check their input).
+SELECT count(*) AS presets FROM biomedclip_window_presets();
+SELECT biomedclip_dicom_info('\x00');
 SELECT count(*) >= 0 AS can_read_registry FROM biomedclip.models;
 INSERT INTO biomedclip.models VALUES ('x', 'x', 'x', 'x', '{}', now(), now(), 1);
 INSERT INTO biomedclip.calibrations (name, model_sha256, labels, templates, temperature) VALUES ('x', 'x', '{}', '{}', 1);

@@ -1,0 +1,47 @@
+//! DICOM functions: `biomedclip_embed_dicom`, `biomedclip_render_dicom`, `biomedclip_dicom_info`
+//! and `biomedclip_window_presets`. Declared in `sql/medical_images.sql`; the work is in
+//! `biomedclip_core::dicom`.
+
+use crate::embed_sql::{embed_tensors, guarded, model_preprocess_config, pixel_limit};
+use crate::vector_datum::PgVector;
+use biomedclip_core::dicom::{self, WindowSpec};
+use biomedclip_core::image_decode::ImageError;
+use biomedclip_core::preprocess;
+use pgrx::prelude::*;
+use pgrx::JsonB;
+
+fn render(data: &[u8], window: &str, frame: i32) -> dicom::Rendered {
+    guarded(|| {
+        let spec = WindowSpec::parse(window)?;
+        let frame = u32::try_from(frame).map_err(|_| ImageError::Invalid(format!("DICOM: frame {frame} is out of range (frames are numbered from 0)")))?;
+        dicom::render(data, &spec, frame, pixel_limit())
+    })
+}
+
+#[pg_extern(sql = false)]
+fn biomedclip_embed_dicom(data: &[u8], window: &str, frame: i32) -> PgVector<f32> {
+    let rendered = render(data, window, frame);
+    let cfg = model_preprocess_config();
+    let mut pixels = Vec::with_capacity(3 * cfg.image_size * cfg.image_size);
+    preprocess::preprocess_decoded(rendered.image, &cfg, &mut pixels);
+    let row = embed_tensors(&pixels, 1).pop().expect("one row per image");
+    PgVector::from_slice(&row)
+}
+
+/// The 8-bit frame the model sees (before resizing), as PNG.
+#[pg_extern(sql = false)]
+fn biomedclip_render_dicom(data: &[u8], window: &str, frame: i32) -> Vec<u8> {
+    let rendered = render(data, window, frame);
+    guarded(|| dicom::encode_png(&rendered.image))
+}
+
+/// Whitelisted technical attributes only (no patient, physician, institution, date or UID tags).
+#[pg_extern(sql = false)]
+fn biomedclip_dicom_info(data: &[u8]) -> JsonB {
+    JsonB(guarded(|| dicom::technical_info(data)))
+}
+
+#[pg_extern(sql = false)]
+fn biomedclip_window_presets() -> TableIterator<'static, (name!(name, String), name!(center, f64), name!(width, f64))> {
+    TableIterator::new(dicom::PRESETS.iter().map(|&(n, c, w)| (n.to_string(), c, w)))
+}

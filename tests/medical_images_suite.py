@@ -1,0 +1,227 @@
+"""DICOM and whole-slide functions through SQL, against outside references.
+
+usage: medical_images_suite.py PORT
+
+- pydicom's own test files (the pydicom wheel from PyPI ships about 90 objects with pixel data):
+  each is rendered by pydicom (its decoders via pylibjpeg, its modality LUT, its colour
+  conversion and palette LUT) plus the PS3.3 window written out in numpy, and compared with
+  biomedclip_render_dicom. The counts are reported; lossless objects must match exactly.
+- biomedclip_dicom_info never returns a value of an identifying attribute of the file.
+- The slide's tissue selection against OpenCV (HSV saturation, Otsu) on tifffile's thumbnail.
+- Attention pooling against numpy on the patch rows.
+"""
+import io
+import json
+import os
+import sys
+import warnings
+
+import numpy as np
+import psycopg
+import pydicom
+from PIL import Image
+
+from suite import SHARED, check, finish
+
+warnings.simplefilter("ignore")
+PORT = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+PYDICOM_FILES = os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files")
+# Lossy transfer syntaxes: JPEG baseline/extended, JPEG-LS near-lossless, JPEG 2000.
+LOSSY = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.91"}
+
+
+def level(unit):
+    return np.clip(np.round(unit * 255.0), 0, 255).astype(np.uint8)  # numpy rounds half to even
+
+
+def window(x, c, w, function):
+    if function == "LINEAR_EXACT":
+        return level(np.where(x <= c - w / 2, 0.0, np.where(x > c + w / 2, 1.0, (x - c) / w + 0.5)))
+    if function == "SIGMOID":
+        return level(1.0 / (1.0 + np.exp(-4.0 * (x - c) / w)))
+    lo, hi = c - 0.5 - (w - 1) / 2, c - 0.5 + (w - 1) / 2
+    return level(np.where(x <= lo, 0.0, np.where(x > hi, 1.0, (x - (c - 0.5)) / (w - 1) + 0.5)))
+
+
+def first(value):
+    return float(value[0]) if isinstance(value, pydicom.multival.MultiValue) else float(value)
+
+
+def reference_render(ds):
+    """Frame 0 rendered by pydicom's decoders and LUT functions and the PS3.3 window in numpy."""
+    arr = ds.pixel_array
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    if frames > 1:
+        arr = arr[0]
+    pi = ds.PhotometricInterpretation
+    if pi == "PALETTE COLOR":
+        rgb = pydicom.pixels.apply_color_lut(arr, ds)
+        return rgb if rgb.dtype == np.uint8 else level(rgb / 65535.0)
+    if ds.SamplesPerPixel == 3:
+        if arr.dtype == np.uint8:
+            return arr
+        return level(arr / float(2 ** ds.BitsStored - 1))
+    values = pydicom.pixels.apply_modality_lut(arr, ds).astype(np.float64)
+    if "VOILUTSequence" in ds:
+        item = ds.VOILUTSequence[0]
+        entries, first_mapped, bits = [int(v) for v in item.LUTDescriptor]
+        table = np.asarray(pydicom.pixels.apply_voi_lut(np.arange(first_mapped, first_mapped + (entries or 65536)), ds), np.float64)
+        index = np.clip(values - first_mapped, 0, len(table) - 1).astype(np.int64)
+        out = level(table[index] / float(2 ** bits - 1))
+    elif "WindowCenter" in ds and "WindowWidth" in ds and first(ds.WindowWidth) >= 1:
+        out = window(values, first(ds.WindowCenter), first(ds.WindowWidth), getattr(ds, "VOILUTFunction", "LINEAR"))
+    else:
+        lo, hi = values.min(), values.max()
+        out = level((values - lo) / (hi - lo)) if hi > lo else np.zeros(values.shape, np.uint8)
+    return 255 - out if pi == "MONOCHROME1" else out
+
+
+def pydicom_objects():
+    for root, _, files in os.walk(PYDICOM_FILES):
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            try:
+                ds = pydicom.dcmread(path, force=True)
+            except Exception:
+                continue
+            if "PixelData" in ds:
+                yield os.path.relpath(path, PYDICOM_FILES), path, ds
+
+
+def dicom_against_pydicom(cur):
+    exact, within_one, differ, ours_refused, theirs_refused, lossy_close = [], [], [], [], [], []
+    for name, path, ds in pydicom_objects():
+        try:
+            ref = reference_render(ds)
+        except Exception as e:
+            theirs_refused.append(f"{name} ({type(e).__name__})")
+            continue
+        data = open(path, "rb").read()
+        try:
+            cur.execute("SELECT biomedclip_render_dicom(%s)", (data,))
+            ours = np.asarray(Image.open(io.BytesIO(cur.fetchone()[0])))
+        except psycopg.Error as e:
+            cur.connection.rollback()
+            ours_refused.append(f"{name}: {e.diag.message_primary}")
+            continue
+        if ours.shape != ref.shape:
+            differ.append(f"{name} (shape {ours.shape} vs {ref.shape})")
+            continue
+        delta = np.abs(ours.astype(int) - ref.astype(int))
+        diff = int(delta.max())
+        ts = str(ds.file_meta.TransferSyntaxUID) if "TransferSyntaxUID" in getattr(ds, "file_meta", {}) else ""
+        if diff == 0:
+            exact.append(name)
+        elif diff <= 1:
+            within_one.append(f"{name} (max 1)")
+        elif ts in LOSSY and diff <= 3 and delta.mean() < 0.5:
+            # Lossy JPEG: libjpeg-turbo (ours, as Pillow) and pylibjpeg's libjpeg upsample differently.
+            lossy_close.append(f"{name} (max {diff}, mean {delta.mean():.3f})")
+        else:
+            differ.append(f"{name} (max {diff})")
+    compared = len(exact) + len(within_one) + len(differ) + len(lossy_close)
+    print(f"pydicom test objects with pixel data that pydicom renders: {compared + len(ours_refused)}; "
+          f"we render {compared}: exact {len(exact)}, within 1 level {len(within_one)}, "
+          f"lossy JPEG within decoder differences {len(lossy_close)}, differ {len(differ)}; we refuse {len(ours_refused)}")
+    for line in within_one + lossy_close + differ:
+        print("   ", line)
+    print(f"refused by us ({len(ours_refused)}):")
+    for line in ours_refused:
+        print("   ", line)
+    print(f"pydicom could not render ({len(theirs_refused)}): {', '.join(theirs_refused)}")
+    check("pydicom test objects: exact renders", len(exact) >= 70, f"{len(exact)} of {compared} exact")
+    check("pydicom test objects: none differs beyond decoder rounding", not differ, "; ".join(differ) or "none")
+    check("pydicom test objects: every refusal names an unsupported feature",
+          all("unsupported image" in r for r in ours_refused), f"{len(ours_refused)} refused")
+    return ours_refused
+
+
+def info_has_no_phi(cur):
+    path = os.path.join(SHARED, "dicom", "CT_small_pydicom.dcm")
+    ds = pydicom.dcmread(path)
+    identifying = [str(el.value) for el in ds.iterall()
+                   if el.VR in ("PN", "DA", "DT", "TM", "UI") or "Institution" in el.name or el.keyword in ("PatientID", "AccessionNumber", "StudyID")]
+    identifying = [v for v in identifying if len(v.strip()) >= 3 and not v.startswith("1.2.840.10008.")]
+    cur.execute("SELECT biomedclip_dicom_info(%s)::text", (open(path, "rb").read(),))
+    text = cur.fetchone()[0]
+    leaked = [v for v in identifying if v in text]
+    check("dicom_info: no identifying value", len(identifying) >= 8 and not leaked,
+          f"{len(identifying)} identifying values in the file, {len(leaked)} in the output")
+
+
+def unsupported_syntax_is_named(cur):
+    ds = pydicom.dcmread(os.path.join(SHARED, "dicom", "CT1_UNC.dcm"))
+    ds.PixelData = pydicom.encaps.encapsulate([ds.PixelData])
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG2 Main Profile
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    try:
+        cur.execute("SELECT biomedclip_render_dicom(%s)", (buf.getvalue(),))
+        check("unsupported transfer syntax is an error", False, "rendered")
+    except psycopg.Error as e:
+        cur.connection.rollback()
+        msg = e.diag.message_primary
+        check("unsupported transfer syntax is an error naming it", "MPEG2" in msg or "1.2.840.10008.1.2.4.100" in msg, msg)
+
+
+def tissue_against_opencv(cur):
+    import cv2
+    import tifffile
+    svs = os.path.join(SHARED, "wsi", "CMU-1-Small-Region.svs")
+    with tifffile.TiffFile(svs) as tif:
+        thumb = tif.pages[1].asarray()  # Aperio's thumbnail page: the smallest image of the slide
+        w0, h0 = tif.pages[0].imagewidth, tif.pages[0].imagelength
+    sat = cv2.cvtColor(thumb, cv2.COLOR_RGB2HSV)[:, :, 1]
+    otsu, _ = cv2.threshold(sat, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    mask = sat > max(int(otsu), 8)
+    th, tw = mask.shape
+    expected = set()
+    for y in range(0, h0 - 223, 224):
+        for x in range(0, w0 - 223, 224):
+            cx0, cx1 = int(np.ceil(x / w0 * tw - 0.5)), int(np.ceil((x + 224) / w0 * tw - 0.5))
+            cy0, cy1 = int(np.ceil(y / h0 * th - 0.5)), int(np.ceil((y + 224) / h0 * th - 0.5))
+            if mask[cy0:cy1, cx0:cx1].mean() >= 0.5:
+                expected.add((x, y))
+    cur.execute("SELECT x, y FROM biomedclip_slide_patches(%s, max_patches => 100000)", (open(svs, "rb").read(),))
+    ours = {tuple(r) for r in cur.fetchall()}
+    grid = (w0 // 224) * (h0 // 224)
+    check("tissue selection equals OpenCV saturation + Otsu on the thumbnail", ours == expected,
+          f"grid {grid} patches, ours {len(ours)}, OpenCV {len(expected)}, Otsu threshold {otsu:.0f}, symmetric difference {len(ours ^ expected)}")
+    white = thumb.reshape(-1, 3).min(axis=1) > 220
+    check("tissue selection discards the white background", 0 < len(ours) < grid,
+          f"kept {len(ours)} of {grid}; {white.mean():.0%} of thumbnail pixels are near-white")
+
+
+def attention_against_numpy(cur):
+    svs = open(os.path.join(SHARED, "wsi", "CMU-1-Small-Region.svs"), "rb").read()
+    cur.execute("SELECT embedding::real[] FROM biomedclip_slide_patches(%s, max_patches => 20)", (svs,))
+    rows = np.array([r[0] for r in cur.fetchall()], np.float64)
+    cur.execute("SELECT biomedclip_embed_text('tumor tissue')::real[], (biomedclip_model_info() ->> 'logit_scale')::float8")
+    query, scale = cur.fetchone()
+    q = np.array(query, np.float64)
+    sims = rows @ q / (np.linalg.norm(rows, axis=1) * np.linalg.norm(q))
+    weights = np.exp(scale * sims - (scale * sims).max())
+    weights /= weights.sum()
+    expected = weights @ rows
+    cur.execute("SELECT biomedclip_embed_slide(%s, 'attention', biomedclip_embed_text('tumor tissue'), max_patches => 20)::real[]", (svs,))
+    ours = np.array(cur.fetchone()[0])
+    err = float(np.abs(ours - expected).max())
+    check("attention pooling equals numpy softmax(scale * cos) weighting", err < 1e-5, f"max abs diff {err:.2e}")
+
+
+def main():
+    with psycopg.connect(host="127.0.0.1", port=PORT, user="postgres", dbname="postgres", autocommit=True) as conn:
+        cur = conn.cursor()
+        cur.execute("CREATE EXTENSION IF NOT EXISTS biomedclip")
+        dicom_against_pydicom(cur)
+        info_has_no_phi(cur)
+        unsupported_syntax_is_named(cur)
+        tissue_against_opencv(cur)
+        attention_against_numpy(cur)
+        cur.execute("SELECT 1")
+        check("server still up", cur.fetchone()[0] == 1, "SELECT 1")
+    finish()
+
+
+if __name__ == "__main__":
+    main()
