@@ -11,10 +11,13 @@ use pgrx::prelude::*;
 use pgrx::{pg_sys, JsonB};
 
 /// Runs a decoding step, raising its error; a panic in a decoder becomes an ERROR, not a crash.
+/// A PostgreSQL error raised inside the step (a query cancel seen by `check_for_interrupts!`)
+/// travels on unchanged.
 pub(crate) fn guarded<T>(step: impl FnOnce() -> Result<T, ImageError>) -> T {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)) {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => raise_image_error(e),
+        Err(payload) if payload.is::<pg_sys::panic::CaughtError>() => std::panic::resume_unwind(payload),
         Err(_) => raise_image_error(ImageError::Corrupt { format: "image", detail: "the decoder failed on malformed data".into() }),
     }
 }

@@ -34,7 +34,9 @@ fn params(patch_size: i32, level: i32, tissue_threshold: f64, max_patches: i32) 
 fn embed_patches(data: &[u8], p: &PatchParams) -> (Vec<Patch>, Vec<Vec<f32>>) {
     let slide = open(data);
     let plan = guarded(|| {
-        let mask = slide.tissue_mask()?;
+        let mask = slide.tissue_mask_with(&mut || {
+            pgrx::check_for_interrupts!();
+        })?;
         slide.plan(p, &mask)
     });
     let mut reader = guarded(|| slide.reader(p.level));

@@ -193,6 +193,29 @@ def multi_frame_against_pydicom(cur):
     check("multi-frame: the chosen frame matches pydicom's", ok, ", ".join(f"{n} frame {f}: max {d}" for n, f, d in results))
 
 
+def slide_cancel(cur):
+    """statement_timeout ends a slide call while it streams tiles, with PostgreSQL's own error."""
+    import tifffile
+    import time
+    with tifffile.TiffFile(os.path.join(SHARED, "wsi", "CMU-1-Small-Region.svs")) as tif:
+        src = tif.pages[0].asarray()[:2048, :2048]
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.tile(src, (4, 4, 1)), tile=(256, 256), compression="jpeg", photometric="rgb")
+    cur.execute("SET statement_timeout = '300ms'")
+    started = time.monotonic()
+    try:
+        cur.execute("SELECT count(*) FROM biomedclip_slide_patches(%s, tissue_threshold => 0, max_patches => 100000)", (buf.getvalue(),))
+        outcome = "finished"
+    except psycopg.errors.QueryCanceled as e:
+        outcome = e.diag.message_primary
+    except psycopg.Error as e:
+        outcome = f"other error: {e.diag.message_primary}"
+    took = time.monotonic() - started
+    cur.execute("RESET statement_timeout")
+    check("statement_timeout ends a slide call with the timeout error", "statement timeout" in outcome and took < 2.0,
+          f"{outcome!r} after {took * 1000:.0f} ms (8192 x 8192 slide, timeout 300 ms)")
+
+
 def info_has_no_phi(cur):
     path = os.path.join(SHARED, "dicom", "CT_small_pydicom.dcm")
     ds = pydicom.dcmread(path)
@@ -277,6 +300,7 @@ def main():
         unsupported_syntax_is_named(cur)
         tissue_against_opencv(cur)
         attention_against_numpy(cur)
+        slide_cancel(cur)
         cur.execute("SELECT 1")
         check("server still up", cur.fetchone()[0] == 1, "SELECT 1")
     finish()

@@ -99,7 +99,7 @@ fn every_truncation_point_class_is_an_error() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
     #[test]
     fn random_corruption_never_escapes(file in 0usize..6, flips in proptest::collection::vec((0.0f64..1.0, any::<u8>()), 1..12), cut in 0.0f64..1.0) {

@@ -16,6 +16,8 @@ fn matches_pillow_exactly() {
     let mut images = common::files_in(&data.join("biomedclip/example_images"), &["jpg", "jpeg", "png"]);
     images.extend(common::files_in(&data.join("medpix/images"), &["png", "jpg", "jpeg"]));
     assert!(images.len() >= 100, "expected the shared images, found {}", images.len());
+    // A JPEG-in-TIFF whole-slide file given as an image: its first page, as Pillow (libtiff) reads it.
+    images.push(data.join("wsi/CMU-1-Small-Region.svs"));
 
     let out = tempfile_dir("preprocess");
     let mut args = vec![out.to_str().unwrap().to_string()];

@@ -119,7 +119,12 @@ impl<'a> Slide<'a> {
 
     /// The tissue mask, from the smallest image of the pyramid (or the slide's thumbnail).
     pub fn tissue_mask(&self) -> Result<TissueMask, ImageError> {
-        TissueMask::from_level(&mut LevelReader::new(self.data, &self.mask_source))
+        self.tissue_mask_with(&mut || {})
+    }
+
+    /// [`Slide::tissue_mask`], calling `between_tiles` before each tile it reads.
+    pub fn tissue_mask_with(&self, between_tiles: &mut dyn FnMut()) -> Result<TissueMask, ImageError> {
+        TissueMask::from_level(&mut LevelReader::new(self.data, &self.mask_source), between_tiles)
     }
 
     /// The patch grid of a level with each patch's tissue share; patches below the threshold are

@@ -59,8 +59,9 @@ pub fn otsu(hist: &[u64; 256]) -> u8 {
     best_t
 }
 
-/// Streams the level through `reader` into an area-averaged thumbnail (RGB).
-fn thumbnail(reader: &mut LevelReader) -> Result<(usize, usize, Vec<u8>), ImageError> {
+/// Streams the level through `reader` into an area-averaged thumbnail (RGB); `between_tiles` runs
+/// before each tile-sized region (the extension checks for query cancel there).
+fn thumbnail(reader: &mut LevelReader, between_tiles: &mut dyn FnMut()) -> Result<(usize, usize, Vec<u8>), ImageError> {
     let (w, h) = (reader.dir.width, reader.dir.height);
     let factor = w.max(h).div_ceil(THUMBNAIL_SIDE).max(1);
     let (tw, th) = (w.div_ceil(factor) as usize, h.div_ceil(factor) as usize);
@@ -73,6 +74,7 @@ fn thumbnail(reader: &mut LevelReader) -> Result<(usize, usize, Vec<u8>), ImageE
         let mut x = 0;
         while x < w {
             let cols = reader.dir.chunk_width.max(factor).min(w - x);
+            between_tiles();
             let region = reader.read_region(x, y, cols, rows)?;
             for ry in 0..rows as usize {
                 let ty = (y as usize + ry) / factor as usize;
@@ -94,9 +96,9 @@ fn thumbnail(reader: &mut LevelReader) -> Result<(usize, usize, Vec<u8>), ImageE
 }
 
 impl TissueMask {
-    /// Builds the mask from the level read by `reader`.
-    pub fn from_level(reader: &mut LevelReader) -> Result<TissueMask, ImageError> {
-        let (width, height, rgb) = thumbnail(reader)?;
+    /// Builds the mask from the level read by `reader`, calling `between_tiles` as it streams.
+    pub fn from_level(reader: &mut LevelReader, between_tiles: &mut dyn FnMut()) -> Result<TissueMask, ImageError> {
+        let (width, height, rgb) = thumbnail(reader, between_tiles)?;
         let sat: Vec<u8> = rgb.chunks_exact(3).map(saturation).collect();
         let mut hist = [0u64; 256];
         for &s in &sat {
