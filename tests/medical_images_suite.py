@@ -216,6 +216,26 @@ def slide_cancel(cur):
           f"{outcome!r} after {took * 1000:.0f} ms (8192 x 8192 slide, timeout 300 ms)")
 
 
+def dicom_wsi_against_svs(cur):
+    """A DICOM whole-slide instance made from the SVS's pixels (native frames) gives the same patch
+    embeddings as the SVS at the same positions."""
+    import pathlib
+    import tempfile
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
+    from reference_slide import make_dicom_wsi
+    with tempfile.TemporaryDirectory() as tmp:
+        path, _ = make_dicom_wsi(pathlib.Path(tmp), "wsi", jpeg=False)
+        dcm = open(path, "rb").read()
+    svs = open(os.path.join(SHARED, "wsi", "CMU-1-Small-Region.svs"), "rb").read()
+    rows = {}
+    for name, data in (("svs", svs), ("dicom", dcm)):
+        cur.execute("SELECT x, y, embedding::text FROM biomedclip_slide_patches(%s, tissue_threshold => 0, max_patches => 100000)", (data,))
+        rows[name] = {(x, y): e for x, y, e in cur.fetchall()}
+    same = sum(rows["svs"][k] == rows["dicom"].get(k) for k in rows["svs"])
+    check("DICOM whole-slide instance: same patches and embeddings as the SVS it was made from",
+          same == len(rows["svs"]) == len(rows["dicom"]) == 117, f"{same} of {len(rows['svs'])} patch embeddings identical")
+
+
 def info_has_no_phi(cur):
     path = os.path.join(SHARED, "dicom", "CT_small_pydicom.dcm")
     ds = pydicom.dcmread(path)
@@ -301,6 +321,7 @@ def main():
         tissue_against_opencv(cur)
         attention_against_numpy(cur)
         slide_cancel(cur)
+        dicom_wsi_against_svs(cur)
         cur.execute("SELECT 1")
         check("server still up", cur.fetchone()[0] == 1, "SELECT 1")
     finish()

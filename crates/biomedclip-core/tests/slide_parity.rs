@@ -1,6 +1,7 @@
 //! Slide reading against tifffile (tools/reference_slide.py): the level list and the pixels of
 //! sampled patches, on the shared Aperio SVS (JPEG tiles with shared tables, RGB without colour
-//! transform) and on pyramidal TIFFs generated from it (JPEG and deflate tiles, three levels).
+//! transform), on pyramidal TIFFs generated from it (JPEG and deflate tiles, three levels), and on
+//! DICOM whole-slide instances generated from it (native and JPEG baseline frames, TILED_FULL).
 mod common;
 use biomedclip_core::slide::{PatchParams, Slide};
 
@@ -23,7 +24,7 @@ fn levels_and_patch_pixels_match_tifffile() {
     let out = std::env::temp_dir().join(format!("biomedclip-slide-ref-{}", std::process::id()));
     common::run_tool("reference_slide.py", &[out.to_str().unwrap()]);
     let mut compared = 0;
-    for name in ["svs", "pyramid_jpeg", "pyramid_deflate"] {
+    for name in ["svs", "pyramid_jpeg", "pyramid_deflate", "dicom_wsi_native", "dicom_wsi_jpeg"] {
         let meta: Levels = serde_json::from_slice(&std::fs::read(out.join(format!("{name}.levels.json"))).unwrap()).unwrap();
         let data = std::fs::read(&meta.path).unwrap();
         let slide = Slide::open(&data).unwrap();

@@ -14,6 +14,7 @@ mod frame;
 mod header;
 mod info;
 pub mod voi;
+pub mod wsi;
 
 pub use header::{framing, Framing};
 pub use info::technical_info;

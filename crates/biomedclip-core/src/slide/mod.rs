@@ -1,4 +1,5 @@
-//! Whole-slide images (tiled pyramidal TIFF, Aperio SVS) as a grid of patches.
+//! Whole-slide images (tiled pyramidal TIFF, Aperio SVS, DICOM VL Whole Slide Microscopy) as a grid
+//! of patches.
 //!
 //! A slide is read from its compressed bytes one tile at a time; no level is ever decoded whole.
 //! Patches are non-overlapping `patch_size` squares on the chosen level, kept when the tissue
@@ -9,9 +10,11 @@ pub mod directory;
 pub mod tiles;
 pub mod tissue;
 
+use crate::dicom::wsi::{DicomSlide, DicomTiles};
 use crate::image_decode::ImageError;
 use directory::Directory;
 pub use tiles::LevelReader;
+use tiles::{TileGrid, TileSource, TiffTiles};
 pub use tissue::TissueMask;
 
 /// True when the bytes are a TIFF (classic or BigTIFF), the container of SVS and pyramidal TIFF.
@@ -56,11 +59,18 @@ pub struct PatchPlan {
     pub with_tissue: usize,
 }
 
+/// Where a slide's pixels live.
+enum Source {
+    /// TIFF/SVS: the pyramid's tiled directories (largest first) and the image the mask uses.
+    Tiff { levels: Vec<Directory>, mask_source: Directory },
+    /// One DICOM whole-slide instance: a single level.
+    Dicom(DicomSlide),
+}
+
 /// A parsed slide: its pyramid levels and the image the tissue mask is computed from.
 pub struct Slide<'a> {
     data: &'a [u8],
-    levels: Vec<Directory>,
-    mask_source: Directory,
+    source: Source,
 }
 
 fn same_aspect(a: &Directory, b: &Directory) -> bool {
@@ -70,12 +80,13 @@ fn same_aspect(a: &Directory, b: &Directory) -> bool {
 }
 
 impl<'a> Slide<'a> {
+    /// Opens a TIFF/SVS pyramid or a DICOM whole-slide instance (TILED_FULL).
     pub fn open(data: &'a [u8]) -> Result<Slide<'a>, ImageError> {
         if crate::dicom::is_dicom(data) {
-            return Err(ImageError::Unsupported("DICOM whole-slide images (use biomedclip_embed_dicom for DICOM frames)".into()));
+            return Ok(Slide { data, source: Source::Dicom(DicomSlide::open(data)?) });
         }
         if !is_tiff(data) {
-            return Err(ImageError::Invalid("slide data is not a TIFF or SVS file".into()));
+            return Err(ImageError::Invalid("slide data is not a TIFF, SVS or DICOM whole-slide file".into()));
         }
         let dirs = directory::read_directories(data)?;
         let base = dirs
@@ -87,34 +98,47 @@ impl<'a> Slide<'a> {
         let mut levels: Vec<Directory> = candidates.iter().filter(|d| d.tiled).map(|d| (*d).clone()).collect();
         levels.sort_by(|a, b| b.width.cmp(&a.width));
         let mask_source = candidates.iter().min_by_key(|d| d.width as u64 * d.height as u64).map(|d| (*d).clone()).unwrap_or_else(|| base.clone());
-        Ok(Slide { data, levels, mask_source })
+        Ok(Slide { data, source: Source::Tiff { levels, mask_source } })
+    }
+
+    fn grids(&self) -> Vec<TileGrid> {
+        match &self.source {
+            Source::Tiff { levels, .. } => levels.iter().map(|d| TiffTiles::new(self.data, d).grid()).collect(),
+            Source::Dicom(d) => vec![d.grid()],
+        }
     }
 
     pub fn levels(&self) -> Vec<LevelInfo> {
-        let base = self.levels[0].width as f64;
-        self.levels
+        let grids = self.grids();
+        let base = grids[0].width as f64;
+        grids
             .iter()
             .enumerate()
-            .map(|(level, d)| LevelInfo {
+            .map(|(level, g)| LevelInfo {
                 level,
-                width: d.width,
-                height: d.height,
-                downsample: base / d.width as f64,
-                tile_width: d.chunk_width,
-                tile_height: d.chunk_height,
+                width: g.width,
+                height: g.height,
+                downsample: base / g.width as f64,
+                tile_width: g.tile_width,
+                tile_height: g.tile_height,
             })
             .collect()
     }
 
-    fn level(&self, level: usize) -> Result<&Directory, ImageError> {
-        self.levels.get(level).ok_or_else(|| {
-            ImageError::Invalid(format!("level {level} does not exist (the slide has {} level(s), numbered from 0)", self.levels.len()))
+    fn level(&self, level: usize) -> Result<TileGrid, ImageError> {
+        let grids = self.grids();
+        grids.get(level).copied().ok_or_else(|| {
+            ImageError::Invalid(format!("level {level} does not exist (the slide has {} level(s), numbered from 0)", grids.len()))
         })
     }
 
     /// A reader for regions of `level`.
     pub fn reader(&self, level: usize) -> Result<LevelReader<'_>, ImageError> {
-        Ok(LevelReader::new(self.data, self.level(level)?))
+        self.level(level)?;
+        Ok(match &self.source {
+            Source::Tiff { levels, .. } => LevelReader::new(self.data, &levels[level]),
+            Source::Dicom(d) => LevelReader::from_source(Box::new(DicomTiles(d))),
+        })
     }
 
     /// The tissue mask, from the smallest image of the pyramid (or the slide's thumbnail).
@@ -124,7 +148,11 @@ impl<'a> Slide<'a> {
 
     /// [`Slide::tissue_mask`], calling `between_tiles` before each tile it reads.
     pub fn tissue_mask_with(&self, between_tiles: &mut dyn FnMut()) -> Result<TissueMask, ImageError> {
-        TissueMask::from_level(&mut LevelReader::new(self.data, &self.mask_source), between_tiles)
+        let mut reader = match &self.source {
+            Source::Tiff { mask_source, .. } => LevelReader::new(self.data, mask_source),
+            Source::Dicom(d) => LevelReader::from_source(Box::new(DicomTiles(d))),
+        };
+        TissueMask::from_level(&mut reader, between_tiles)
     }
 
     /// The patch grid of a level with each patch's tissue share; patches below the threshold are

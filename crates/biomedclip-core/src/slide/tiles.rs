@@ -50,22 +50,48 @@ fn to_rgb(width: usize, height: usize, samples: usize, data: Vec<u8>) -> Result<
     Ok(Raster8 { width, height, bands: 3, data })
 }
 
-/// Reads regions of one level.
-pub struct LevelReader<'a> {
-    data: &'a [u8],
-    pub dir: &'a Directory,
-    tiff: Option<tiff::decoder::Decoder<Cursor<&'a [u8]>>>,
-    cache: Vec<(u32, Rc<Raster8>)>,
-    /// Tiles/strips decoded so far (cache misses).
-    pub decoded_chunks: usize,
+/// The tile grid of one level: image size and tile size (edge tiles may decode smaller).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TileGrid {
+    pub width: u32,
+    pub height: u32,
+    pub tile_width: u32,
+    pub tile_height: u32,
 }
 
-impl<'a> LevelReader<'a> {
-    pub fn new(data: &'a [u8], dir: &'a Directory) -> LevelReader<'a> {
-        LevelReader { data, dir, tiff: None, cache: Vec::with_capacity(TILE_CACHE), decoded_chunks: 0 }
+impl TileGrid {
+    pub fn tiles_across(&self) -> u32 {
+        self.width.div_ceil(self.tile_width)
+    }
+}
+
+/// Where tiles come from: a TIFF directory's tiles or strips, or the frames of a DICOM
+/// whole-slide instance.
+pub trait TileSource {
+    fn grid(&self) -> TileGrid;
+    /// Tile `index` (row-major) as RGB.
+    fn decode(&mut self, index: u32) -> Result<Raster8, ImageError>;
+}
+
+/// The tiles or strips of one TIFF directory.
+pub struct TiffTiles<'a> {
+    data: &'a [u8],
+    dir: &'a Directory,
+    tiff: Option<tiff::decoder::Decoder<Cursor<&'a [u8]>>>,
+}
+
+impl<'a> TiffTiles<'a> {
+    pub fn new(data: &'a [u8], dir: &'a Directory) -> TiffTiles<'a> {
+        TiffTiles { data, dir, tiff: None }
+    }
+}
+
+impl TileSource for TiffTiles<'_> {
+    fn grid(&self) -> TileGrid {
+        TileGrid { width: self.dir.width, height: self.dir.height, tile_width: self.dir.chunk_width, tile_height: self.dir.chunk_height }
     }
 
-    fn decode_chunk(&mut self, index: u32) -> Result<Raster8, ImageError> {
+    fn decode(&mut self, index: u32) -> Result<Raster8, ImageError> {
         let dir = self.dir;
         let (start, len) = (dir.offsets[index as usize] as usize, dir.byte_counts[index as usize] as usize);
         let bytes = &self.data[start..start + len];
@@ -91,6 +117,26 @@ impl<'a> LevelReader<'a> {
         let tiff::decoder::DecodingResult::U8(buf) = result else { return Err(corrupt("a tile is not 8-bit")) };
         to_rgb(w as usize, h as usize, dir.samples as usize, buf)
     }
+}
+
+/// Reads regions of one level from its tiles, keeping the last [`TILE_CACHE`] decoded.
+pub struct LevelReader<'a> {
+    source: Box<dyn TileSource + 'a>,
+    pub grid: TileGrid,
+    cache: Vec<(u32, Rc<Raster8>)>,
+    /// Tiles decoded so far (cache misses).
+    pub decoded_chunks: usize,
+}
+
+impl<'a> LevelReader<'a> {
+    pub fn new(data: &'a [u8], dir: &'a Directory) -> LevelReader<'a> {
+        LevelReader::from_source(Box::new(TiffTiles::new(data, dir)))
+    }
+
+    pub fn from_source(source: Box<dyn TileSource + 'a>) -> LevelReader<'a> {
+        let grid = source.grid();
+        LevelReader { source, grid, cache: Vec::with_capacity(TILE_CACHE), decoded_chunks: 0 }
+    }
 
     /// The decoded chunk, from the cache when it is there.
     fn chunk(&mut self, index: u32) -> Result<Rc<Raster8>, ImageError> {
@@ -100,7 +146,7 @@ impl<'a> LevelReader<'a> {
             self.cache.push(hit);
             return Ok(raster);
         }
-        let raster = Rc::new(self.decode_chunk(index)?);
+        let raster = Rc::new(self.source.decode(index)?);
         self.decoded_chunks += 1;
         if self.cache.len() == TILE_CACHE {
             self.cache.remove(0);
@@ -114,15 +160,15 @@ impl<'a> LevelReader<'a> {
     pub fn read_region(&mut self, x: u32, y: u32, width: u32, height: u32) -> Result<Raster8, ImageError> {
         let (w, h) = (width as usize, height as usize);
         let mut out = Raster8 { width: w, height: h, bands: 3, data: vec![255; w * h * 3] };
-        let (cw, ch) = (self.dir.chunk_width, self.dir.chunk_height);
-        let x_end = (x + width).min(self.dir.width);
-        let y_end = (y + height).min(self.dir.height);
+        let TileGrid { width: gw, height: gh, tile_width: cw, tile_height: ch } = self.grid;
+        let x_end = (x + width).min(gw);
+        let y_end = (y + height).min(gh);
         if x >= x_end || y >= y_end {
             return Ok(out);
         }
         for row in y / ch..=(y_end - 1) / ch {
             for col in x / cw..=(x_end - 1) / cw {
-                let index = row * self.dir.chunks_across() + col;
+                let index = row * self.grid.tiles_across() + col;
                 let chunk = self.chunk(index)?;
                 let (cx, cy) = (col * cw, row * ch);
                 let left = x.max(cx);

@@ -62,18 +62,18 @@ pub fn otsu(hist: &[u64; 256]) -> u8 {
 /// Streams the level through `reader` into an area-averaged thumbnail (RGB); `between_tiles` runs
 /// before each tile-sized region (the extension checks for query cancel there).
 fn thumbnail(reader: &mut LevelReader, between_tiles: &mut dyn FnMut()) -> Result<(usize, usize, Vec<u8>), ImageError> {
-    let (w, h) = (reader.dir.width, reader.dir.height);
+    let (w, h) = (reader.grid.width, reader.grid.height);
     let factor = w.max(h).div_ceil(THUMBNAIL_SIDE).max(1);
     let (tw, th) = (w.div_ceil(factor) as usize, h.div_ceil(factor) as usize);
     let mut sums = vec![0u64; tw * th * 3];
     let mut counts = vec![0u32; tw * th];
-    let band = reader.dir.chunk_height.max(factor);
+    let band = reader.grid.tile_height.max(factor);
     let mut y = 0;
     while y < h {
         let rows = band.min(h - y);
         let mut x = 0;
         while x < w {
-            let cols = reader.dir.chunk_width.max(factor).min(w - x);
+            let cols = reader.grid.tile_width.max(factor).min(w - x);
             between_tiles();
             let region = reader.read_region(x, y, cols, rows)?;
             for ry in 0..rows as usize {
