@@ -236,6 +236,54 @@ def dicom_wsi_against_svs(cur):
           same == len(rows["svs"]) == len(rows["dicom"]) == 117, f"{same} of {len(rows['svs'])} patch embeddings identical")
 
 
+def functional_groups_against_pydicom(cur):
+    """Enhanced-style objects keep rescale and window only in the shared or per-frame functional
+    groups; rendering one must equal pydicom's render of the same values at the top level."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    def item(slope, intercept, center, width):
+        transform, voi, group = Dataset(), Dataset(), Dataset()
+        transform.RescaleSlope, transform.RescaleIntercept, transform.RescaleType = slope, intercept, "HU"
+        voi.WindowCenter, voi.WindowWidth = center, width
+        group.PixelValueTransformationSequence = Sequence([transform])
+        group.FrameVOILUTSequence = Sequence([voi])
+        return group
+
+    def classic(slope, intercept, center, width):
+        ds = pydicom.dcmread(os.path.join(SHARED, "dicom", "CT_small_pydicom.dcm"))
+        ds.RescaleSlope, ds.RescaleIntercept, ds.WindowCenter, ds.WindowWidth = slope, intercept, center, width
+        return reference_render(ds)
+
+    def enhanced(groups, frames):
+        ds = pydicom.dcmread(os.path.join(SHARED, "dicom", "CT_small_pydicom.dcm"))
+        for keyword in ("RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth"):
+            if keyword in ds:
+                delattr(ds, keyword)
+        ds.update(groups)
+        if frames > 1:
+            ds.NumberOfFrames = frames
+            ds.PixelData = ds.PixelData * frames
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        return buf.getvalue()
+
+    shared = Dataset()
+    shared.SharedFunctionalGroupsSequence = Sequence([item(1, -1024, 40, 400)])
+    per_frame = Dataset()
+    per_frame.PerFrameFunctionalGroupsSequence = Sequence([item(1, -1024, 40, 400), item(2, -2048, -600, 1500)])
+    cases = [("shared groups", enhanced(shared, 1), 0, classic(1, -1024, 40, 400)),
+             ("per-frame groups, frame 0", enhanced(per_frame, 2), 0, classic(1, -1024, 40, 400)),
+             ("per-frame groups, frame 1", enhanced(per_frame, 2), 1, classic(2, -2048, -600, 1500))]
+    results = []
+    for name, data, frame, ref in cases:
+        cur.execute("SELECT biomedclip_render_dicom(%s, 'auto', %s)", (data, frame))
+        ours = np.asarray(Image.open(io.BytesIO(cur.fetchone()[0])))
+        results.append((name, int(np.abs(ours.astype(int) - ref.astype(int)).max())))
+    check("functional-group rescale and window equal pydicom's render of the same values",
+          all(d == 0 for _, d in results), ", ".join(f"{n}: max {d}" for n, d in results))
+
+
 def info_has_no_phi(cur):
     path = os.path.join(SHARED, "dicom", "CT_small_pydicom.dcm")
     ds = pydicom.dcmread(path)
@@ -316,6 +364,7 @@ def main():
         dicom_against_pydicom(cur)
         voi_functions_against_pydicom(cur)
         multi_frame_against_pydicom(cur)
+        functional_groups_against_pydicom(cur)
         info_has_no_phi(cur)
         unsupported_syntax_is_named(cur)
         tissue_against_opencv(cur)

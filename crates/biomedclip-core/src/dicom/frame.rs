@@ -7,11 +7,12 @@
 //! which libjpeg-turbo can be told and the pure-Rust decoder cannot.
 
 use super::colour;
+use super::frame_attributes;
 use super::header::{corrupt, Geometry, Object};
 use crate::image_decode::{self, ImageError, Pixels};
 use dicom_core::value::Value;
 use dicom_dictionary_std::tags;
-use dicom_pixeldata::PixelDecoder;
+use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder, Rescale};
 
 /// One frame's pixels before the VOI stage.
 pub(crate) enum FramePixels {
@@ -36,11 +37,9 @@ pub(crate) fn is_native(ts_uid: &str) -> bool {
     matches!(ts_uid, "1.2.840.10008.1.2" | "1.2.840.10008.1.2.1" | "1.2.840.10008.1.2.2" | "1.2.840.10008.1.2.1.99")
 }
 
-/// Rescale Slope/Intercept applied to stored values (the modality LUT, linear form).
-fn modality(stored: impl Iterator<Item = f64>, obj: &Object) -> Vec<f64> {
-    let first = |tag| obj.get(tag).and_then(|e| e.to_multi_float64().ok()).and_then(|v| v.first().copied()).filter(|v: &f64| v.is_finite());
-    let slope = first(tags::RESCALE_SLOPE).unwrap_or(1.0);
-    let intercept = first(tags::RESCALE_INTERCEPT).unwrap_or(0.0);
+/// Rescale Slope/Intercept of `frame` applied to stored values (the modality LUT, linear form).
+fn modality(stored: impl Iterator<Item = f64>, obj: &Object, frame: u32) -> Vec<f64> {
+    let (slope, intercept) = frame_attributes::rescale(obj, frame);
     stored.map(|v| v * slope + intercept).collect()
 }
 
@@ -106,7 +105,11 @@ fn jpeg_8bit(obj: &Object, g: &Geometry, frame: u32, bytes: Vec<u8>) -> Result<F
     if g.samples == 3 {
         return Ok(FramePixels::Rgb(r.data));
     }
-    Ok(FramePixels::Gray(modality(stored_values(&r.data, g, is_signed(obj)).into_iter(), obj)))
+    let stored = stored_values(&r.data, g, is_signed(obj));
+    if g.photometric == "PALETTE COLOR" {
+        return Ok(FramePixels::Gray(stored));
+    }
+    Ok(FramePixels::Gray(modality(stored.into_iter(), obj, frame)))
 }
 
 /// Decodes `frame` (already range-checked) of a validated object.
@@ -148,8 +151,13 @@ pub(crate) fn frame_pixels(obj: &Object, g: &Geometry, ts_uid: &str, frame: u32)
     }
     if g.bits_allocated == 32 {
         let words = if ts_uid == EXPLICIT_BE { swap_word_halves(data) } else { data.to_vec() };
-        return Ok(FramePixels::Gray(modality(stored_values(&words, g, is_signed(obj)).into_iter(), obj)));
+        return Ok(FramePixels::Gray(modality(stored_values(&words, g, is_signed(obj)).into_iter(), obj, frame)));
     }
-    let values: Vec<f64> = decoded.to_vec_frame::<f64>(0).map_err(|e| corrupt(format!("pixel values: {e}")))?;
+    // The crate's modality LUT (it masks to BitsStored and reconciles the sign of the decoded
+    // samples), with the rescale of our per-frame rule so that every decoder path uses the same one.
+    // Palette indices are not rescaled.
+    let (slope, intercept) = if g.photometric == "PALETTE COLOR" { (1.0, 0.0) } else { frame_attributes::rescale(obj, frame) };
+    let options = ConvertOptions::new().with_modality_lut(ModalityLutOption::Override(Rescale { slope, intercept }));
+    let values: Vec<f64> = decoded.to_vec_frame_with_options::<f64>(0, &options).map_err(|e| corrupt(format!("pixel values: {e}")))?;
     Ok(FramePixels::Gray(values))
 }

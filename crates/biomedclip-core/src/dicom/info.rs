@@ -50,12 +50,15 @@ pub fn technical_info(data: &[u8]) -> Result<Value, ImageError> {
     put("transfer_syntax_uid", Some(Value::String(uid)));
     put("pixel_spacing", floats(&obj, tags::PIXEL_SPACING));
     put("slice_thickness", float(&obj, tags::SLICE_THICKNESS));
-    put("window_center", floats(&obj, tags::WINDOW_CENTER));
-    put("window_width", floats(&obj, tags::WINDOW_WIDTH));
+    // Enhanced objects keep windows and rescale in functional groups: frame 0's are reported then.
+    let window = super::frame_attributes::window(&obj, 0);
+    put("window_center", floats(&obj, tags::WINDOW_CENTER).or_else(|| window.as_ref().map(|w| json!([w.center]))));
+    put("window_width", floats(&obj, tags::WINDOW_WIDTH).or_else(|| window.as_ref().map(|w| json!([w.width]))));
     put("voi_lut_function", text(tags::VOILUT_FUNCTION));
     put("has_voi_lut", obj.get(tags::VOILUT_SEQUENCE).map(|_| json!(true)));
-    put("rescale_slope", float(&obj, tags::RESCALE_SLOPE));
-    put("rescale_intercept", float(&obj, tags::RESCALE_INTERCEPT));
+    let rescale = super::frame_attributes::file_rescale(&obj, 0);
+    put("rescale_slope", float(&obj, tags::RESCALE_SLOPE).or_else(|| rescale.map(|r| json!(r.0))));
+    put("rescale_intercept", float(&obj, tags::RESCALE_INTERCEPT).or_else(|| rescale.map(|r| json!(r.1))));
     put("rescale_type", text(tags::RESCALE_TYPE));
     put("manufacturer", text(tags::MANUFACTURER));
     put("manufacturer_model_name", text(tags::MANUFACTURER_MODEL_NAME));

@@ -11,6 +11,7 @@
 
 mod colour;
 mod frame;
+pub(crate) mod frame_attributes;
 mod header;
 mod info;
 pub mod voi;
@@ -71,16 +72,12 @@ fn render_checked(obj: &Object, g: &Geometry, ts_uid: &str, window: &WindowSpec,
     if g.photometric == "PALETTE COLOR" {
         return Ok(rgb(colour::palette_to_rgb(obj, &values)?, "palette"));
     }
-    let (voi, rule) = resolve_voi(obj, window, &values)?;
+    let (voi, rule) = resolve_voi(obj, window, frame, &values)?;
     let levels = voi.apply_all(&values, g.photometric == "MONOCHROME1");
     Ok(Rendered {
         image: Decoded { mode: Mode::L, pixels: Pixels::U8(Raster8 { width: w, height: h, bands: 1, data: levels }), palette: Vec::new() },
         rule,
     })
-}
-
-fn first_float(obj: &Object, tag: dicom_core::Tag) -> Option<f64> {
-    obj.get(tag).and_then(|e| e.to_multi_float64().ok()).and_then(|v| v.first().copied()).filter(|v| v.is_finite())
 }
 
 fn file_voi_lut(obj: &Object) -> Result<Option<Voi>, ImageError> {
@@ -108,7 +105,7 @@ fn file_voi_lut(obj: &Object) -> Result<Option<Voi>, ImageError> {
     Ok(Some(Voi::Lut { first: descriptor[1] as f64, bits: descriptor[2] as u32, table }))
 }
 
-fn resolve_voi(obj: &Object, window: &WindowSpec, values: &[f64]) -> Result<(Voi, String), ImageError> {
+fn resolve_voi(obj: &Object, window: &WindowSpec, frame: u32, values: &[f64]) -> Result<(Voi, String), ImageError> {
     match *window {
         WindowSpec::MinMax => Ok((Voi::min_max(values), "minmax".into())),
         WindowSpec::Explicit { center, width } => {
@@ -118,17 +115,22 @@ fn resolve_voi(obj: &Object, window: &WindowSpec, values: &[f64]) -> Result<(Voi
             if let Some(lut) = file_voi_lut(obj)? {
                 return Ok((lut, "file VOI LUT".into()));
             }
-            match (first_float(obj, tags::WINDOW_CENTER), first_float(obj, tags::WINDOW_WIDTH)) {
-                (Some(center), Some(width)) if width >= 1.0 => {
-                    let function = match header::str_tag(obj, tags::VOILUT_FUNCTION).as_deref() {
-                        Some("LINEAR_EXACT") => VoiFunction::LinearExact,
-                        Some("SIGMOID") => VoiFunction::Sigmoid,
-                        _ => VoiFunction::Linear,
-                    };
+            let file_window = frame_attributes::window(obj, frame).and_then(|w| {
+                let function = match w.function.as_deref() {
+                    Some("LINEAR_EXACT") => VoiFunction::LinearExact,
+                    Some("SIGMOID") => VoiFunction::Sigmoid,
+                    _ => VoiFunction::Linear,
+                };
+                // PS3.3 C.11.2.1.2: width >= 1 for LINEAR, > 0 for the others.
+                let valid = if function == VoiFunction::Linear { w.width >= 1.0 } else { w.width > 0.0 };
+                valid.then_some((w.center, w.width, function))
+            });
+            match file_window {
+                Some((center, width, function)) => {
                     let name = format!("{function:?}").to_ascii_lowercase();
                     Ok((Voi::Window { center, width, function }, format!("file window C={center} W={width} {name}")))
                 }
-                _ => Ok((Voi::min_max(values), "minmax (no window in file)".into())),
+                None => Ok((Voi::min_max(values), "minmax (no window in file)".into())),
             }
         }
     }
