@@ -5,12 +5,12 @@
 use crate::embed_sql::{embed_tensors, guarded, model_preprocess_config, pixel_limit};
 use crate::vector_datum::PgVector;
 use biomedclip_core::dicom::{self, WindowSpec};
-use biomedclip_core::image_decode::ImageError;
+use biomedclip_core::image_decode::{Decoded, ImageError};
 use biomedclip_core::preprocess;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
-fn render(data: &[u8], window: &str, frame: i32) -> dicom::Rendered {
+fn render(data: &[u8], window: &str, frame: i32) -> Decoded {
     guarded(|| {
         let spec = WindowSpec::parse(window)?;
         let frame = u32::try_from(frame).map_err(|_| ImageError::Invalid(format!("DICOM: frame {frame} is out of range (frames are numbered from 0)")))?;
@@ -23,7 +23,7 @@ fn biomedclip_embed_dicom(data: &[u8], window: &str, frame: i32) -> PgVector<f32
     let rendered = render(data, window, frame);
     let cfg = model_preprocess_config();
     let mut pixels = Vec::with_capacity(3 * cfg.image_size * cfg.image_size);
-    preprocess::preprocess_decoded(rendered.image, &cfg, &mut pixels);
+    preprocess::preprocess_decoded(rendered, &cfg, &mut pixels);
     let row = embed_tensors(&pixels, 1).pop().expect("one row per image");
     PgVector::from_slice(&row)
 }
@@ -32,7 +32,7 @@ fn biomedclip_embed_dicom(data: &[u8], window: &str, frame: i32) -> PgVector<f32
 #[pg_extern(sql = false)]
 fn biomedclip_render_dicom(data: &[u8], window: &str, frame: i32) -> Vec<u8> {
     let rendered = render(data, window, frame);
-    guarded(|| dicom::encode_png(&rendered.image))
+    guarded(|| biomedclip_core::image_decode::encode_png(&rendered))
 }
 
 /// Whitelisted technical attributes only (no patient, physician, institution, date or UID tags).

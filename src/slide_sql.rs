@@ -6,7 +6,7 @@
 //! batch of patch tensors and the result rows (2 KiB per patch); never a decoded level.
 
 use crate::embed_sql::{batch_size, embed_tensors, guarded, model_preprocess_config, pixel_limit};
-use crate::model_cache;
+use crate::model_cache::{self, raise_image_error};
 use crate::vector_datum::PgVector;
 use biomedclip_core::image_decode::{Decoded, ImageError, Mode, Pixels};
 use biomedclip_core::pooling;
@@ -20,7 +20,7 @@ fn open(data: &[u8]) -> Slide<'_> {
 
 fn params(patch_size: i32, level: i32, tissue_threshold: f64, max_patches: i32) -> PatchParams {
     let non_negative = |v: i32, what: &str| {
-        u32::try_from(v).unwrap_or_else(|_| guarded(|| Err(ImageError::Invalid(format!("{what} must not be negative ({v})")))))
+        u32::try_from(v).unwrap_or_else(|_| raise_image_error(ImageError::Invalid(format!("{what} must not be negative ({v})"))))
     };
     PatchParams {
         patch_size: non_negative(patch_size, "patch_size"),
@@ -88,7 +88,7 @@ fn biomedclip_render_slide_region(data: &[u8], x: i32, y: i32, width: i32, heigh
             return Err(ImageError::TooManyPixels { width: w as u64, height: h as u64, limit: pixel_limit() });
         }
         let region = slide.reader(level)?.read_region(x, y, w, h)?;
-        biomedclip_core::dicom::encode_png(&Decoded { mode: Mode::Rgb, pixels: Pixels::U8(region), palette: Vec::new() })
+        biomedclip_core::image_decode::encode_png(&Decoded { mode: Mode::Rgb, pixels: Pixels::U8(region), palette: Vec::new() })
     })
 }
 

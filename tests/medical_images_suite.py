@@ -24,7 +24,6 @@ from PIL import Image
 from suite import SHARED, check, finish
 
 warnings.simplefilter("ignore")
-PORT = int(sys.argv[1]) if len(sys.argv) > 1 else 0
 PYDICOM_FILES = os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files")
 # Lossy transfer syntaxes: JPEG baseline/extended, JPEG-LS near-lossless, JPEG 2000.
 LOSSY = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.91"}
@@ -358,7 +357,7 @@ def attention_against_numpy(cur):
 
 
 def main():
-    with psycopg.connect(host="127.0.0.1", port=PORT, user="postgres", dbname="postgres", autocommit=True) as conn:
+    with psycopg.connect(host="127.0.0.1", port=int(sys.argv[1]), user="postgres", dbname="postgres", autocommit=True) as conn:
         cur = conn.cursor()
         cur.execute("CREATE EXTENSION IF NOT EXISTS biomedclip")
         dicom_against_pydicom(cur)

@@ -20,6 +20,8 @@ from PIL import Image
 
 warnings.simplefilter("ignore")
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+from medical_images_suite import reference_render  # noqa: E402
 SHARED = ROOT.parent / "shared" / "data"
 BIN, OUT = (sys.argv[1], pathlib.Path(sys.argv[2])) if len(sys.argv) > 2 else (None, None)
 REPEATS = 15
@@ -38,21 +40,8 @@ def preprocess(img):
 
 
 def pydicom_render(path):
-    ds = pydicom.dcmread(path)
-    arr = ds.pixel_array
-    if ds.SamplesPerPixel == 3:
-        return Image.fromarray(arr)
-    v = pydicom.pixels.apply_modality_lut(arr, ds).astype(np.float64)
-    if "WindowCenter" in ds:
-        c = float(ds.WindowCenter[0] if isinstance(ds.WindowCenter, pydicom.multival.MultiValue) else ds.WindowCenter)
-        w = float(ds.WindowWidth[0] if isinstance(ds.WindowWidth, pydicom.multival.MultiValue) else ds.WindowWidth)
-        u = np.clip((v - (c - 0.5)) / (w - 1) + 0.5, 0, 1)
-    else:
-        u = (v - v.min()) / max(v.max() - v.min(), 1e-12)
-    out = np.round(u * 255).astype(np.uint8)
-    if ds.PhotometricInterpretation == "MONOCHROME1":
-        out = 255 - out
-    return Image.fromarray(out)
+    """The test suite's pydicom reference render (pydicom decoders and LUTs, numpy window)."""
+    return Image.fromarray(reference_render(pydicom.dcmread(path)))
 
 
 def median_ms(fn, repeats=REPEATS):

@@ -36,7 +36,7 @@ fn bench_dicom(repeats: usize, files: &[String]) {
             let t = Instant::now();
             let rendered = dicom::render(&data, &WindowSpec::Auto, 0, 1 << 28).unwrap();
             let mut out = Vec::with_capacity(3 * 224 * 224);
-            preprocess_decoded(rendered.image, &cfg, &mut out);
+            preprocess_decoded(rendered, &cfg, &mut out);
             times.push(t.elapsed().as_secs_f64() * 1000.0);
         }
         println!("{{\"file\": \"{file}\", \"median_ms\": {:.3}}}", median(times));
@@ -84,7 +84,7 @@ fn main() {
         Some("render") => {
             let data = std::fs::read(&args[1]).unwrap();
             let window = WindowSpec::parse(args.get(3).map(String::as_str).unwrap_or("auto")).unwrap();
-            match dicom::render(&data, &window, 0, 1 << 28).and_then(|r| dicom::encode_png(&r.image)) {
+            match dicom::render(&data, &window, 0, 1 << 28).and_then(|image| biomedclip_core::image_decode::encode_png(&image)) {
                 Ok(png) => std::fs::write(&args[2], png).unwrap(),
                 Err(e) => {
                     eprintln!("{e}");

@@ -130,7 +130,7 @@ pub fn decode(data: &[u8], max_pixels: u64) -> Result<Decoded, ImageError> {
     // DICOM first: a DICOM preamble may itself be a TIFF header (dual-personality files).
     if crate::dicom::is_dicom(data) {
         let auto = crate::dicom::WindowSpec::Auto;
-        return crate::dicom::render(data, &auto, 0, max_pixels).map(|r| r.image);
+        return crate::dicom::render(data, &auto, 0, max_pixels);
     }
     match sniff(data).ok_or(ImageError::NotAnImage)? {
         Format::Png => decode_png(data, max_pixels),
@@ -235,6 +235,10 @@ fn decode_png(data: &[u8], max_pixels: u64) -> Result<Decoded, ImageError> {
     };
     Ok(Decoded { mode, pixels, palette })
 }
+
+/// An Adobe APP14 segment with transform 0: tells libjpeg that three components are RGB, not YCbCr
+/// (TIFF and DICOM say so in their own headers, which libjpeg cannot see).
+pub(crate) const ADOBE_RGB: [u8; 16] = [0xFF, 0xEE, 0x00, 0x0E, b'A', b'd', b'o', b'b', b'e', 0x00, 0x64, 0x00, 0x00, 0x00, 0x00, 0x00];
 
 thread_local! {
     /// Set by libjpeg's warning hook when the data ended before the image did.
@@ -342,4 +346,24 @@ fn decode_with_image_crate(data: &[u8], fmt: Format, max_pixels: u64) -> Result<
         other => return Err(ImageError::Unsupported(format!("{name} pixel format {:?}", other.color()))),
     };
     Ok(Decoded { mode, pixels, palette: Vec::new() })
+}
+
+/// Encodes an 8-bit grayscale or RGB raster as PNG (what the render functions return).
+pub fn encode_png(image: &Decoded) -> Result<Vec<u8>, ImageError> {
+    let Pixels::U8(r) = &image.pixels else { return Err(ImageError::Unsupported("PNG output of 16-bit data".into())) };
+    let colour = match r.bands {
+        1 => png::ColorType::Grayscale,
+        3 => png::ColorType::Rgb,
+        n => return Err(ImageError::Unsupported(format!("PNG output with {n} bands"))),
+    };
+    let mut out = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut out, r.width as u32, r.height as u32);
+        encoder.set_color(colour);
+        encoder.set_depth(png::BitDepth::Eight);
+        encoder.set_compression(png::Compression::Fast);
+        let mut writer = encoder.write_header().map_err(|e| corrupt("PNG", e))?;
+        writer.write_image_data(&r.data).map_err(|e| corrupt("PNG", e))?;
+    }
+    Ok(out)
 }

@@ -19,7 +19,7 @@ fn reference_png(path: &std::path::Path) -> (usize, usize, usize, Vec<u8>) {
 /// Largest absolute difference between our render and the reference PNG.
 fn max_diff(data: &[u8], window: &WindowSpec, reference: &std::path::Path) -> u8 {
     let rendered = render(data, window, 0, 1 << 28).unwrap_or_else(|e| panic!("{}: {e}", reference.display()));
-    let Pixels::U8(ours) = rendered.image.pixels else { panic!("16-bit render") };
+    let Pixels::U8(ours) = rendered.pixels else { panic!("16-bit render") };
     let (w, h, bands, theirs) = reference_png(reference);
     assert_eq!((ours.width, ours.height, ours.bands), (w, h, bands), "{}", reference.display());
     ours.data.iter().zip(&theirs).map(|(a, b)| a.abs_diff(*b)).max().unwrap_or(0)

@@ -22,10 +22,11 @@ pub(crate) enum FramePixels {
     Rgb(Vec<u8>),
 }
 
-const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
-const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
-const RLE: &str = "1.2.840.10008.1.2.5";
-const EXPLICIT_BE: &str = "1.2.840.10008.1.2.2";
+use super::header::EXPLICIT_BE;
+use dicom_dictionary_std::uids::{
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, JPEG_BASELINE8_BIT as JPEG_BASELINE,
+    JPEG_EXTENDED12_BIT as JPEG_EXTENDED, RLE_LOSSLESS as RLE,
+};
 
 /// Big-endian OW pixel data is parsed as 16-bit words in host order, so a 32-bit sample arrives
 /// as (high word, low word); reorder to little-endian 32-bit.
@@ -34,7 +35,7 @@ fn swap_word_halves(data: &[u8]) -> Vec<u8> {
 }
 
 pub(crate) fn is_native(ts_uid: &str) -> bool {
-    matches!(ts_uid, "1.2.840.10008.1.2" | "1.2.840.10008.1.2.1" | "1.2.840.10008.1.2.2" | "1.2.840.10008.1.2.1.99")
+    [IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_BE, DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN].contains(&ts_uid)
 }
 
 /// Rescale Slope/Intercept of `frame` applied to stored values (the modality LUT, linear form).
@@ -77,16 +78,17 @@ fn jpeg_frame_bytes(obj: &Object, g: &Geometry, frame: u32) -> Option<Vec<u8>> {
     }
 }
 
-/// Inserts an Adobe APP14 segment with transform 0 after SOI, unless the stream has a complete
-/// one (libjpeg ignores an APP14 shorter than 14 bytes, which some writers produce).
+/// Marks the stream as RGB without colour transform (an Adobe APP14 segment after SOI), unless it
+/// has a complete Adobe segment of its own (libjpeg ignores an APP14 shorter than 14 bytes, which
+/// some writers produce).
 fn without_colour_transform(stream: &[u8]) -> Vec<u8> {
     let complete_adobe = |w: &[u8]| w[0] == 0xFF && w[1] == 0xEE && u16::from_be_bytes([w[2], w[3]]) >= 14 && &w[4..9] == b"Adobe";
     if stream.windows(9).any(complete_adobe) {
         return stream.to_vec();
     }
-    let mut out = Vec::with_capacity(stream.len() + 16);
+    let mut out = Vec::with_capacity(stream.len() + image_decode::ADOBE_RGB.len());
     out.extend_from_slice(&stream[..2]);
-    out.extend_from_slice(&[0xFF, 0xEE, 0x00, 0x0E, b'A', b'd', b'o', b'b', b'e', 0x00, 0x64, 0x00, 0x00, 0x00, 0x00, 0x00]);
+    out.extend_from_slice(&image_decode::ADOBE_RGB);
     out.extend_from_slice(&stream[2..]);
     out
 }

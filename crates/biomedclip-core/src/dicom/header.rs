@@ -24,9 +24,11 @@ fn invalid(detail: impl std::fmt::Display) -> ImageError {
     ImageError::Invalid(format!("DICOM: {detail}"))
 }
 
-const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
-const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
-const EXPLICIT_BE: &str = "1.2.840.10008.1.2.2";
+use dicom_dictionary_std::uids::{EXPLICIT_VR_LITTLE_ENDIAN as EXPLICIT_LE, IMPLICIT_VR_LITTLE_ENDIAN as IMPLICIT_LE, RLE_LOSSLESS as RLE};
+
+/// Explicit VR big-endian: retired from the standard (the dictionary marks it deprecated), still
+/// found in archives and read here.
+pub(crate) const EXPLICIT_BE: &str = "1.2.840.10008.1.2.2";
 
 /// How the bytes announce themselves as DICOM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,7 +85,7 @@ pub(crate) fn parse(data: &[u8]) -> Result<Object, ImageError> {
             let obj = InMemDicomObject::read_dataset_with_ts(data, ts).map_err(corrupt)?;
             let meta = FileMetaTableBuilder::new()
                 .transfer_syntax(uid)
-                .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.7")
+                .media_storage_sop_class_uid(dicom_dictionary_std::uids::SECONDARY_CAPTURE_IMAGE_STORAGE)
                 .media_storage_sop_instance_uid("2.25.0");
             obj.with_meta(meta).map_err(corrupt)
         }
@@ -227,8 +229,6 @@ pub(crate) fn transfer_syntax(obj: &Object) -> Result<(String, String), ImageErr
     }
     Ok((uid, name))
 }
-
-const RLE: &str = "1.2.840.10008.1.2.5";
 
 /// Checks that `frame` exists and that the pixel data holds what the header promises for it.
 pub(crate) fn check_pixel_data(obj: &Object, g: &Geometry, ts_uid: &str, frame: u32) -> Result<(), ImageError> {

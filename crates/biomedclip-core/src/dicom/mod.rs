@@ -32,16 +32,8 @@ pub fn is_dicom(data: &[u8]) -> bool {
     framing(data).is_some()
 }
 
-/// A rendered frame and what produced it.
-#[derive(Clone, Debug)]
-pub struct Rendered {
-    pub image: Decoded,
-    /// The VOI rule applied, e.g. `window C=40 W=400 linear`, `minmax`, `voi lut`, `colour`.
-    pub rule: String,
-}
-
 /// Renders `frame` of a DICOM object to 8-bit grayscale or RGB.
-pub fn render(data: &[u8], window: &WindowSpec, frame: u32, max_pixels: u64) -> Result<Rendered, ImageError> {
+pub fn render(data: &[u8], window: &WindowSpec, frame: u32, max_pixels: u64) -> Result<Decoded, ImageError> {
     let obj = header::parse(data)?;
     let (ts_uid, _) = header::transfer_syntax(&obj)?;
     let g = header::geometry(&obj, max_pixels)?;
@@ -50,12 +42,9 @@ pub fn render(data: &[u8], window: &WindowSpec, frame: u32, max_pixels: u64) -> 
     result.unwrap_or_else(|_| Err(corrupt("the pixel decoder rejected the data")))
 }
 
-fn render_checked(obj: &Object, g: &Geometry, ts_uid: &str, window: &WindowSpec, frame: u32) -> Result<Rendered, ImageError> {
+fn render_checked(obj: &Object, g: &Geometry, ts_uid: &str, window: &WindowSpec, frame: u32) -> Result<Decoded, ImageError> {
     let (w, h) = (g.cols as usize, g.rows as usize);
-    let rgb = |data: Vec<u8>, rule: &str| Rendered {
-        image: Decoded { mode: Mode::Rgb, pixels: Pixels::U8(Raster8 { width: w, height: h, bands: 3, data }), palette: Vec::new() },
-        rule: rule.to_string(),
-    };
+    let rgb = |data: Vec<u8>| Decoded { mode: Mode::Rgb, pixels: Pixels::U8(Raster8 { width: w, height: h, bands: 3, data }), palette: Vec::new() };
     if g.samples == 3 && *window != WindowSpec::Auto {
         return Err(ImageError::Invalid(format!(
             "DICOM: windows apply to grayscale images; this object is {} (use window 'auto')",
@@ -63,21 +52,17 @@ fn render_checked(obj: &Object, g: &Geometry, ts_uid: &str, window: &WindowSpec,
         )));
     }
     let values = match frame::frame_pixels(obj, g, ts_uid, frame)? {
-        frame::FramePixels::Rgb(data) => return Ok(rgb(data, "colour")),
+        frame::FramePixels::Rgb(data) => return Ok(rgb(data)),
         frame::FramePixels::Gray(values) => values,
     };
     if values.len() != w * h {
         return Err(corrupt("decoded frame is shorter than the image"));
     }
     if g.photometric == "PALETTE COLOR" {
-        return Ok(rgb(colour::palette_to_rgb(obj, &values)?, "palette"));
+        return Ok(rgb(colour::palette_to_rgb(obj, &values)?));
     }
-    let (voi, rule) = resolve_voi(obj, window, frame, &values)?;
-    let levels = voi.apply_all(&values, g.photometric == "MONOCHROME1");
-    Ok(Rendered {
-        image: Decoded { mode: Mode::L, pixels: Pixels::U8(Raster8 { width: w, height: h, bands: 1, data: levels }), palette: Vec::new() },
-        rule,
-    })
+    let levels = resolve_voi(obj, window, frame, &values)?.apply_all(&values, g.photometric == "MONOCHROME1");
+    Ok(Decoded { mode: Mode::L, pixels: Pixels::U8(Raster8 { width: w, height: h, bands: 1, data: levels }), palette: Vec::new() })
 }
 
 fn file_voi_lut(obj: &Object) -> Result<Option<Voi>, ImageError> {
@@ -105,15 +90,13 @@ fn file_voi_lut(obj: &Object) -> Result<Option<Voi>, ImageError> {
     Ok(Some(Voi::Lut { first: descriptor[1] as f64, bits: descriptor[2] as u32, table }))
 }
 
-fn resolve_voi(obj: &Object, window: &WindowSpec, frame: u32, values: &[f64]) -> Result<(Voi, String), ImageError> {
+fn resolve_voi(obj: &Object, window: &WindowSpec, frame: u32, values: &[f64]) -> Result<Voi, ImageError> {
     match *window {
-        WindowSpec::MinMax => Ok((Voi::min_max(values), "minmax".into())),
-        WindowSpec::Explicit { center, width } => {
-            Ok((Voi::Window { center, width, function: VoiFunction::Linear }, format!("window C={center} W={width} linear")))
-        }
+        WindowSpec::MinMax => Ok(Voi::min_max(values)),
+        WindowSpec::Explicit { center, width } => Ok(Voi::Window { center, width, function: VoiFunction::Linear }),
         WindowSpec::Auto => {
             if let Some(lut) = file_voi_lut(obj)? {
-                return Ok((lut, "file VOI LUT".into()));
+                return Ok(lut);
             }
             let file_window = frame_attributes::window(obj, frame).and_then(|w| {
                 let function = match w.function.as_deref() {
@@ -123,35 +106,9 @@ fn resolve_voi(obj: &Object, window: &WindowSpec, frame: u32, values: &[f64]) ->
                 };
                 // PS3.3 C.11.2.1.2: width >= 1 for LINEAR, > 0 for the others.
                 let valid = if function == VoiFunction::Linear { w.width >= 1.0 } else { w.width > 0.0 };
-                valid.then_some((w.center, w.width, function))
+                valid.then_some(Voi::Window { center: w.center, width: w.width, function })
             });
-            match file_window {
-                Some((center, width, function)) => {
-                    let name = format!("{function:?}").to_ascii_lowercase();
-                    Ok((Voi::Window { center, width, function }, format!("file window C={center} W={width} {name}")))
-                }
-                None => Ok((Voi::min_max(values), "minmax (no window in file)".into())),
-            }
+            Ok(file_window.unwrap_or_else(|| Voi::min_max(values)))
         }
     }
-}
-
-/// Encodes an 8-bit grayscale or RGB raster as PNG.
-pub fn encode_png(image: &Decoded) -> Result<Vec<u8>, ImageError> {
-    let Pixels::U8(r) = &image.pixels else { return Err(ImageError::Unsupported("PNG output of 16-bit data".into())) };
-    let colour = match r.bands {
-        1 => png::ColorType::Grayscale,
-        3 => png::ColorType::Rgb,
-        n => return Err(ImageError::Unsupported(format!("PNG output with {n} bands"))),
-    };
-    let mut out = Vec::new();
-    {
-        let mut encoder = png::Encoder::new(&mut out, r.width as u32, r.height as u32);
-        encoder.set_color(colour);
-        encoder.set_depth(png::BitDepth::Eight);
-        encoder.set_compression(png::Compression::Fast);
-        let mut writer = encoder.write_header().map_err(|e| corrupt(e))?;
-        writer.write_image_data(&r.data).map_err(|e| corrupt(e))?;
-    }
-    Ok(out)
 }

@@ -4,6 +4,7 @@
 //! Every offset and size is checked against the data before anything is decoded; nothing here
 //! decodes pixels.
 
+use super::tiles::TileGrid;
 use crate::image_decode::ImageError;
 use std::io::Cursor;
 use tiff::decoder::{Decoder, Limits};
@@ -49,12 +50,9 @@ pub struct Directory {
 }
 
 impl Directory {
-    pub fn chunks_across(&self) -> u32 {
-        self.width.div_ceil(self.chunk_width)
-    }
-
-    pub fn chunks_down(&self) -> u32 {
-        self.height.div_ceil(self.chunk_height)
+    /// The image and tile (or strip) size.
+    pub fn grid(&self) -> TileGrid {
+        TileGrid { width: self.width, height: self.height, tile_width: self.chunk_width, tile_height: self.chunk_height }
     }
 
     /// Aperio marks the slide label and the overview ("macro") photo in the description.

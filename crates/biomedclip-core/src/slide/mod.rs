@@ -14,7 +14,7 @@ use crate::dicom::wsi::{DicomSlide, DicomTiles};
 use crate::image_decode::ImageError;
 use directory::Directory;
 pub use tiles::LevelReader;
-use tiles::{TileGrid, TileSource, TiffTiles};
+use tiles::TileGrid;
 pub use tissue::TissueMask;
 
 /// True when the bytes are a TIFF (classic or BigTIFF), the container of SVS and pyramidal TIFF.
@@ -103,7 +103,7 @@ impl<'a> Slide<'a> {
 
     fn grids(&self) -> Vec<TileGrid> {
         match &self.source {
-            Source::Tiff { levels, .. } => levels.iter().map(|d| TiffTiles::new(self.data, d).grid()).collect(),
+            Source::Tiff { levels, .. } => levels.iter().map(Directory::grid).collect(),
             Source::Dicom(d) => vec![d.grid()],
         }
     }

@@ -10,10 +10,6 @@ use std::rc::Rc;
 /// Decoded tiles kept for reuse by neighbouring patches.
 pub const TILE_CACHE: usize = 64;
 
-/// An Adobe APP14 segment with transform 0: tells libjpeg the three components are RGB, not YCbCr.
-/// TIFF says so with PhotometricInterpretation = RGB; Aperio writes its tiles that way.
-const ADOBE_RGB: [u8; 16] = [0xFF, 0xEE, 0x00, 0x0E, b'A', b'd', b'o', b'b', b'e', 0x00, 0x64, 0x00, 0x00, 0x00, 0x00, 0x00];
-
 /// A complete JPEG stream for one TIFF JPEG chunk: the shared tables (JPEGTables) merged in.
 fn jpeg_stream(dir: &Directory, chunk: &[u8]) -> Result<Vec<u8>, ImageError> {
     if chunk.len() < 4 || chunk[0] != 0xFF || chunk[1] != 0xD8 {
@@ -21,8 +17,9 @@ fn jpeg_stream(dir: &Directory, chunk: &[u8]) -> Result<Vec<u8>, ImageError> {
     }
     let mut stream = Vec::with_capacity(chunk.len() + 1024);
     stream.extend_from_slice(&[0xFF, 0xD8]);
+    // TIFF says RGB-without-transform with PhotometricInterpretation = RGB; Aperio writes its tiles so.
     if dir.photometric == 2 && dir.samples == 3 {
-        stream.extend_from_slice(&ADOBE_RGB);
+        stream.extend_from_slice(&image_decode::ADOBE_RGB);
     }
     if let Some(tables) = &dir.jpeg_tables {
         // Tables are an abbreviated stream: SOI, DQT/DHT segments, EOI.
@@ -88,7 +85,7 @@ impl<'a> TiffTiles<'a> {
 
 impl TileSource for TiffTiles<'_> {
     fn grid(&self) -> TileGrid {
-        TileGrid { width: self.dir.width, height: self.dir.height, tile_width: self.dir.chunk_width, tile_height: self.dir.chunk_height }
+        self.dir.grid()
     }
 
     fn decode(&mut self, index: u32) -> Result<Raster8, ImageError> {
