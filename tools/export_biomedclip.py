@@ -87,17 +87,19 @@ def main():
     args = ap.parse_args()
     visual, text, logit_scale = random_model(args.shared) if args.random else real_model()
     os.makedirs(args.outdir, exist_ok=True)
+    # The wrappers are put in eval mode themselves: torch.onnx.export restores each module's
+    # training flag after tracing, and a wrapper left in its default training mode would switch
+    # the towers back to training (dropout on) recursively. That was the "cosine 0.90 after
+    # export" once blamed on tracing: dropout, not a tracing side effect.
+    image_tower, text_tower = ImageTower(visual).eval(), TextTower(text).eval()
     if args.reference_out:
-        # Before exporting: tracing the text tower leaves the torch module computing different
-        # outputs afterwards (measured: cosine 0.90 to its own pre-export outputs), while the
-        # exported graph matches the pre-export module.
         write_torch_reference(visual, text, args.shared, args.reference_out)
     with torch.no_grad():
-        torch.onnx.export(ImageTower(visual), (torch.zeros(1, 3, 224, 224),), os.path.join(args.outdir, "image_encoder.onnx"),
+        torch.onnx.export(image_tower, (torch.zeros(1, 3, 224, 224),), os.path.join(args.outdir, "image_encoder.onnx"),
                           input_names=["pixel_values"], output_names=["image_embeds"],
                           dynamic_axes={"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}}, opset_version=17, dynamo=False)
         ids = torch.tensor([[2, 1680, 3]], dtype=torch.int64)
-        torch.onnx.export(TextTower(text), (ids, torch.ones_like(ids)), os.path.join(args.outdir, "text_encoder.onnx"),
+        torch.onnx.export(text_tower, (ids, torch.ones_like(ids)), os.path.join(args.outdir, "text_encoder.onnx"),
                           input_names=["input_ids", "attention_mask"], output_names=["text_embeds"],
                           dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
                                         "text_embeds": {0: "batch"}}, opset_version=17, dynamo=False)

@@ -20,7 +20,7 @@ fn main() {
     let batch: usize = args[4].parse().unwrap();
     let repeats: usize = args[5].parse().unwrap();
     init_ort(lib).unwrap();
-    let mut model = LocalModel::load(dir, &RuntimeConfig { intra_op_threads: 1, provider: Provider::Cpu }).unwrap();
+    let mut model = LocalModel::load(dir, &RuntimeConfig { intra_op_threads: 1, provider: Provider::Cpu, pinned_sha256: None }).unwrap();
     let never = Interrupt::never();
     let mut times = Vec::new();
     match mode.as_str() {

@@ -3,12 +3,15 @@
 //! Everything here is plain Rust, tested with `cargo test`, and reusable from a CLI, a server or a
 //! benchmark: distance kernels, the vector text/binary formats and element-wise vector operations.
 
+pub mod batching;
 pub mod calibration;
 pub mod dicom;
 pub mod distance;
 pub mod image_decode;
+pub mod inflight;
 pub mod kmeans;
 pub mod model;
+pub mod onnx_check;
 pub mod pooling;
 pub mod preprocess;
 pub mod resample;

@@ -59,6 +59,12 @@ pub enum ModelError {
     HashMismatch { file: String, expected: String, actual: String },
     Unsupported(String),
     InputNames { model: &'static str, expected: Vec<String>, actual: Vec<String> },
+    /// The manifest's SHA-256 differs from the pinned one (biomedclip.model_sha256).
+    NotPinned { pinned: String, actual: String },
+    /// The caller was interrupted (query cancel, statement timeout, termination).
+    Interrupted,
+    /// The model produced output that cannot be an embedding (wrong row count, NaN, infinity).
+    BadOutput(String),
     Runtime(String),
 }
 
@@ -76,6 +82,12 @@ impl fmt::Display for ModelError {
                 f,
                 "ONNX input/output names of {model} do not match the manifest: expected {expected:?}, the model has {actual:?}"
             ),
+            ModelError::NotPinned { pinned, actual } => write!(
+                f,
+                "the model's manifest SHA-256 is {actual}, but biomedclip.model_sha256 pins {pinned}; refusing to load"
+            ),
+            ModelError::Interrupted => write!(f, "inference was interrupted"),
+            ModelError::BadOutput(d) => write!(f, "the model produced an invalid embedding: {d}"),
             ModelError::Runtime(d) => write!(f, "ONNX Runtime error: {d}"),
         }
     }
@@ -93,10 +105,15 @@ fn read(path: &Path) -> Result<Vec<u8>, ModelError> {
 }
 
 /// A model directory whose files have all been read and verified.
+///
+/// The file contents are only needed until the runtime has built its sessions: the loader takes
+/// them out (leaving empty vectors) so that a loaded model keeps its hashes, not its bytes.
 #[derive(Clone)]
 pub struct VerifiedModel {
     pub dir: PathBuf,
     pub manifest: Manifest,
+    /// manifest.json exactly as read (its SHA-256 is the model's identity).
+    pub manifest_bytes: Vec<u8>,
     /// SHA-256 of manifest.json: the model's identity.
     pub manifest_sha256: String,
     pub image_encoder: Vec<u8>,
@@ -105,9 +122,17 @@ pub struct VerifiedModel {
 }
 
 impl VerifiedModel {
-    /// Reads the manifest and every file, refusing the model on any hash mismatch.
-    pub fn load(dir: &Path) -> Result<VerifiedModel, ModelError> {
+    /// Reads the manifest and every file, refusing the model on any hash mismatch, when the
+    /// manifest is not the `pinned` one (a lowercase or uppercase hex SHA-256), or when an ONNX
+    /// file refers to external data (bytes the manifest does not cover).
+    pub fn load(dir: &Path, pinned: Option<&str>) -> Result<VerifiedModel, ModelError> {
         let manifest_bytes = read(&dir.join(MANIFEST))?;
+        let manifest_sha256 = sha256_hex(&manifest_bytes);
+        if let Some(pin) = pinned.map(str::trim).filter(|p| !p.is_empty()) {
+            if !pin.eq_ignore_ascii_case(&manifest_sha256) {
+                return Err(ModelError::NotPinned { pinned: pin.to_string(), actual: manifest_sha256 });
+            }
+        }
         let manifest: Manifest =
             serde_json::from_slice(&manifest_bytes).map_err(|e| ModelError::BadManifest(e.to_string()))?;
         validate(&manifest)?;
@@ -122,11 +147,21 @@ impl VerifiedModel {
             if !actual.eq_ignore_ascii_case(expected) {
                 return Err(ModelError::HashMismatch { file: file.to_string(), expected: expected.clone(), actual });
             }
+            if file.ends_with(".onnx") {
+                let external = crate::onnx_check::uses_external_data(&bytes)
+                    .map_err(|e| ModelError::Unsupported(format!("{file} is not a readable ONNX model: {e}")))?;
+                if external {
+                    return Err(ModelError::Unsupported(format!(
+                        "{file} keeps tensors in external data files, which the manifest does not cover; export it as one file"
+                    )));
+                }
+            }
             contents.insert(file, bytes);
         }
         Ok(VerifiedModel {
             dir: dir.to_path_buf(),
-            manifest_sha256: sha256_hex(&manifest_bytes),
+            manifest_sha256,
+            manifest_bytes,
             manifest,
             image_encoder: contents.remove(IMAGE_ENCODER).unwrap_or_default(),
             text_encoder: contents.remove(TEXT_ENCODER).unwrap_or_default(),

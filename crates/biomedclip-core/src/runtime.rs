@@ -9,7 +9,11 @@
 //!   handlers (query cancel, timeouts) never run on them;
 //! * every run can be cancelled: the call runs on its own thread while the caller polls its
 //!   interrupt flag; on an interrupt the caller returns at once and the run is terminated
-//!   through ORT's run options (see `run_watched`).
+//!   through ORT's run options (see `run_watched`). Model loads run on a thread too, so a load
+//!   can be cancelled; `inflight::shutdown` joins such threads before the process exits;
+//! * memory: the ONNX bytes are dropped once the sessions exist (and returned to the OS), and a
+//!   run larger than [`SHRINK_ABOVE_VALUES`] input values asks ONNX Runtime to shrink its arena
+//!   afterwards.
 
 use crate::model::{ModelError, VerifiedModel};
 use crate::preprocess::PreprocessConfig;
@@ -35,7 +39,13 @@ pub enum Provider {
 pub struct RuntimeConfig {
     pub intra_op_threads: usize,
     pub provider: Provider,
+    /// Refuse any model whose manifest SHA-256 is not this one.
+    pub pinned_sha256: Option<String>,
 }
+
+/// Runs with more input values than this (8 images of 3×224×224) shrink ONNX Runtime's CPU arena
+/// when they finish, so that one oversized call does not keep its memory for the session's life.
+pub const SHRINK_ABOVE_VALUES: usize = 8 * 3 * 224 * 224;
 
 /// Runs `f` with every signal blocked in the calling thread; threads created inside inherit the
 /// mask, so they never receive the host's signals.
@@ -53,6 +63,7 @@ pub fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
 
 struct OrtState {
     library: PathBuf,
+    library_sha256: String,
     environment: Environment,
 }
 
@@ -71,6 +82,10 @@ pub fn init_ort(library: &Path) -> Result<&'static Path, ModelError> {
             library.display()
         )));
     }
+    // Hashed before loading, so that biomedclip_model_info can name the exact library bytes.
+    let library_sha256 = std::fs::read(library)
+        .map(|b| crate::model::sha256_hex(&b))
+        .map_err(|e| ModelError::Io { path: library.to_path_buf(), detail: e.to_string() })?;
     // Must be set before the library is loaded: it stops ONNX Runtime's telemetry thread.
     unsafe { std::env::set_var("ORT_DISABLE_TELEMETRY", "1") };
     let environment = with_signals_blocked(|| {
@@ -81,14 +96,14 @@ pub fn init_ort(library: &Path) -> Result<&'static Path, ModelError> {
             .build()
             .map_err(|e| ModelError::Runtime(e.to_string()))
     })?;
-    let state: &'static OrtState = Box::leak(Box::new(OrtState { library: library.to_path_buf(), environment }));
+    let state: &'static OrtState = Box::leak(Box::new(OrtState { library: library.to_path_buf(), library_sha256, environment }));
     *guard = Some(state);
     Ok(&state.library)
 }
 
-/// The library loaded in this process, if any.
-pub fn loaded_ort_library() -> Option<PathBuf> {
-    ORT.lock().unwrap_or_else(|p| p.into_inner()).map(|s| s.library.clone())
+/// The library loaded in this process, if any, with the SHA-256 of its file.
+pub fn loaded_ort_library() -> Option<(PathBuf, String)> {
+    ORT.lock().unwrap_or_else(|p| p.into_inner()).map(|s| (s.library.clone(), s.library_sha256.clone()))
 }
 
 /// Something that embeds batches. Inputs are already preprocessed: images as CHW f32 tensors
@@ -117,7 +132,8 @@ impl<'a> Interrupt<'a> {
     }
 }
 
-/// A verified model with its ONNX Runtime sessions, in this process.
+/// A verified model with its ONNX Runtime sessions, in this process. `verified` keeps the
+/// manifest and hashes; its file contents have been dropped.
 pub struct LocalModel {
     pub verified: VerifiedModel,
     pub tokenizer: TextTokenizer,
@@ -169,10 +185,59 @@ fn check_names(model: &'static str, session: &Session, inputs: &[&str], output: 
     }
 }
 
+/// Gives freed heap memory back to the operating system (glibc keeps it otherwise).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 impl LocalModel {
     /// Verifies the directory and creates both sessions. ONNX Runtime must be initialised.
     pub fn load(dir: &Path, cfg: &RuntimeConfig) -> Result<LocalModel, ModelError> {
-        let verified = VerifiedModel::load(dir)?;
+        let model = Self::load_keeping_bytes(dir, cfg);
+        release_free_memory();
+        model
+    }
+
+    /// [`LocalModel::load`] on a thread of its own, polling `interrupt` every millisecond: an
+    /// interrupted load returns [`ModelError::Interrupted`] at once, and the thread finishes (and
+    /// drops what it built) on its own; `inflight::shutdown` waits for it at exit.
+    pub fn load_watched(dir: &Path, cfg: &RuntimeConfig, interrupt: &Interrupt) -> Result<LocalModel, ModelError> {
+        if interrupt.is_pending() {
+            return Err(ModelError::Interrupted);
+        }
+        let (tx, rx) = mpsc::channel();
+        let (dir, cfg) = (dir.to_path_buf(), cfg.clone());
+        let spawned = with_signals_blocked(|| {
+            std::thread::Builder::new().name("biomedclip-load".into()).spawn(move || {
+                let _ = tx.send(LocalModel::load(&dir, &cfg));
+            })
+        });
+        let handle = spawned.map_err(|e| ModelError::Runtime(format!("cannot start the model-loading thread: {e}")))?;
+        loop {
+            match rx.recv_timeout(Duration::from_millis(1)) {
+                Ok(model) => {
+                    let _ = handle.join();
+                    return model;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if interrupt.is_pending() {
+                        crate::inflight::track(handle, None);
+                        return Err(ModelError::Interrupted);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let _ = handle.join();
+                    return Err(ModelError::Runtime("the model-loading thread failed".into()));
+                }
+            }
+        }
+    }
+
+    fn load_keeping_bytes(dir: &Path, cfg: &RuntimeConfig) -> Result<LocalModel, ModelError> {
+        let mut verified = VerifiedModel::load(dir, cfg.pinned_sha256.as_deref())?;
         let m = &verified.manifest;
         let tokenizer = TextTokenizer::from_bytes(&verified.tokenizer_json, m.text.context_length)
             .map_err(|e| ModelError::BadManifest(format!("tokenizer.json: {e}")))?;
@@ -191,6 +256,10 @@ impl LocalModel {
         check_names("image_encoder.onnx", &image, &[&m.image.input], &m.image.output)?;
         check_names("text_encoder.onnx", &text, &[&m.text.input_ids, &m.text.attention_mask], &m.text.output)?;
         let preprocess = PreprocessConfig { image_size: m.image.size, mean: m.image.mean, std: m.image.std };
+        // The sessions hold their own copy of the weights: keep the hashes, drop the bytes.
+        for bytes in [&mut verified.image_encoder, &mut verified.text_encoder, &mut verified.tokenizer_json] {
+            *bytes = Vec::new();
+        }
         let (image, text) = (Arc::new(Mutex::new(image)), Arc::new(Mutex::new(text)));
         Ok(LocalModel { verified, tokenizer, preprocess, provider_in_use, image, text })
     }
@@ -205,52 +274,81 @@ impl LocalModel {
 /// ONNX Runtime checks its terminate flag only between operators, and one operator of a large
 /// batch can run for hundreds of milliseconds. So on an interrupt the caller returns at once
 /// (and PostgreSQL raises its cancel or timeout error), while the run is told to terminate and
-/// finishes on its own thread; the session's mutex makes the next call on this model wait for it.
-/// The thread owns everything it touches (inputs, session handle, output copies) and never calls
-/// into the host process.
+/// finishes on its own thread (tracked, so that the process joins it before exiting); the
+/// session's mutex makes the next call on this model wait for it. The thread owns everything it
+/// touches (inputs, session handle, output copies) and never calls into the host process.
+///
+/// The output must have exactly `rows` finite rows of `embed_dim` values.
 fn run_watched(
     session: &Arc<Mutex<Session>>,
     inputs: Vec<(String, ort::value::DynValue)>,
+    input_values: usize,
     output: &str,
+    rows: usize,
     embed_dim: usize,
     interrupt: &Interrupt,
 ) -> Result<Vec<Vec<f32>>, ModelError> {
     if interrupt.is_pending() {
-        return Err(ModelError::Runtime("inference was interrupted".into()));
+        return Err(ModelError::Interrupted);
     }
-    let options = Arc::new(RunOptions::new().map_err(|e| ModelError::Runtime(e.to_string()))?);
+    let mut options = RunOptions::new().map_err(|e| ModelError::Runtime(e.to_string()))?;
+    if input_values > SHRINK_ABOVE_VALUES {
+        options
+            .set("memory.enable_memory_arena_shrinkage", "cpu:0")
+            .map_err(|e| ModelError::Runtime(e.to_string()))?;
+    }
+    let options = Arc::new(options);
     let (tx, rx) = mpsc::channel();
     let (session, run_options, output) = (Arc::clone(session), Arc::clone(&options), output.to_string());
     let spawned = with_signals_blocked(|| {
         std::thread::Builder::new().name("biomedclip-ort".into()).spawn(move || {
             let err = |e: ort::Error| ModelError::Runtime(e.to_string());
             let mut session = session.lock().unwrap_or_else(|p| p.into_inner());
-            let rows = session.run_with_options(inputs, &*run_options).map_err(err).and_then(|outputs| {
+            let result = session.run_with_options(inputs, &*run_options).map_err(err).and_then(|outputs| {
                 let value = outputs
                     .get(&output)
                     .ok_or_else(|| ModelError::Runtime(format!("model produced no output named {output}")))?;
                 let (shape, data) = value.try_extract_tensor::<f32>().map_err(err)?;
-                if shape.len() != 2 || shape[1] as usize != embed_dim {
-                    return Err(ModelError::Runtime(format!("output {output} has shape {shape:?}, expected [batch, {embed_dim}]")));
-                }
+                check_output(&output, shape, data, rows, embed_dim)?;
                 Ok(data.chunks_exact(embed_dim).map(crate::vector_ops::l2_normalize).collect::<Vec<_>>())
             });
-            let _ = tx.send(rows);
+            let _ = tx.send(result);
         })
     });
-    spawned.map_err(|e| ModelError::Runtime(format!("cannot start the inference thread: {e}")))?;
+    let handle = spawned.map_err(|e| ModelError::Runtime(format!("cannot start the inference thread: {e}")))?;
     loop {
         match rx.recv_timeout(Duration::from_millis(1)) {
-            Ok(rows) => return rows,
+            Ok(result) => {
+                let _ = handle.join();
+                return result;
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if interrupt.is_pending() {
                     let _ = options.terminate();
-                    return Err(ModelError::Runtime("inference was interrupted".into()));
+                    crate::inflight::track(handle, Some(options));
+                    return Err(ModelError::Interrupted);
                 }
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => return Err(ModelError::Runtime("the inference thread failed".into())),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let _ = handle.join();
+                return Err(ModelError::Runtime("the inference thread failed".into()));
+            }
         }
     }
+}
+
+/// An output is `rows` × `embed_dim` finite values, nothing else.
+fn check_output(name: &str, shape: &ort::value::Shape, data: &[f32], rows: usize, embed_dim: usize) -> Result<(), ModelError> {
+    if shape.len() != 2 || shape[1] as usize != embed_dim {
+        return Err(ModelError::BadOutput(format!("output {name} has shape {shape:?}, expected [batch, {embed_dim}]")));
+    }
+    if shape[0] as usize != rows || data.len() != rows * embed_dim {
+        return Err(ModelError::BadOutput(format!("output {name} has {} rows for {rows} inputs", shape[0])));
+    }
+    if let Some(i) = data.iter().position(|x| !x.is_finite()) {
+        return Err(ModelError::BadOutput(format!("row {} of {name} holds {}", i / embed_dim + 1, data[i])));
+    }
+    Ok(())
 }
 
 impl EmbeddingBackend for LocalModel {
@@ -263,8 +361,7 @@ impl EmbeddingBackend for LocalModel {
         let name = self.verified.manifest.image.input.clone();
         let output = self.verified.manifest.image.output.clone();
         let dim = self.embed_dim();
-        let rows = run_watched(&self.image, vec![(name, tensor.into_dyn())], &output, dim, interrupt)?;
-        Ok(rows)
+        run_watched(&self.image, vec![(name, tensor.into_dyn())], pixels.len(), &output, count, dim, interrupt)
     }
 
     fn embed_token_ids(&mut self, sequences: &[Vec<u32>], interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError> {
@@ -295,6 +392,7 @@ impl LocalModel {
         ];
         let output = t.output.clone();
         let dim = self.embed_dim();
-        run_watched(&self.text, inputs, &output, dim, interrupt)
+        // A token costs about as much activation memory as 1,000 pixel values (BERT-base).
+        run_watched(&self.text, inputs, shape[0] * shape[1] * 1000, &output, sequences.len(), dim, interrupt)
     }
 }

@@ -8,7 +8,7 @@ use biomedclip_core::runtime::{init_ort, EmbeddingBackend, Interrupt, LocalModel
 use std::path::Path;
 
 fn cfg() -> RuntimeConfig {
-    RuntimeConfig { intra_op_threads: 1, provider: Provider::Cpu }
+    RuntimeConfig { intra_op_threads: 1, provider: Provider::Cpu, pinned_sha256: None }
 }
 
 fn load(dir: &Path) -> Result<LocalModel, ModelError> {
@@ -115,6 +115,7 @@ fn a_pending_interrupt_stops_inference() {
     let ids = vec![model.tokenizer.encode("pleural effusion").unwrap()];
     let err = model.embed_token_ids(&ids, &Interrupt::new(&|| true)).unwrap_err().to_string();
     assert!(err.contains("interrupted"), "{err}");
+    assert_eq!(biomedclip_core::inflight::shutdown(std::time::Duration::from_secs(10)), 0);
     // The session stays usable afterwards.
     assert_eq!(model.embed_token_ids(&ids, &Interrupt::never()).unwrap().len(), 1);
 }
@@ -123,4 +124,77 @@ fn a_pending_interrupt_stops_inference() {
 fn telemetry_is_disabled_before_loading() {
     init_ort(&common::ort_library()).unwrap();
     assert_eq!(std::env::var("ORT_DISABLE_TELEMETRY").as_deref(), Ok("1"));
+}
+
+#[test]
+fn a_model_with_external_data_is_refused() {
+    let dir = copy_model("external_data");
+    common::run_tool("externalize_model.py", &[dir.to_str().unwrap()]);
+    assert!(dir.join("text_encoder.onnx.data").exists(), "the onnx package wrote external data");
+    let err = load(&dir).err().expect("external data must be refused").to_string();
+    assert!(err.contains("text_encoder.onnx keeps tensors in external data"), "{err}");
+    // The unchanged image encoder passes the same check.
+    let bytes = std::fs::read(common::tiny_model().join("image_encoder.onnx")).unwrap();
+    assert_eq!(biomedclip_core::onnx_check::uses_external_data(&bytes), Ok(false));
+}
+
+#[test]
+fn the_manifest_pin_refuses_other_models() {
+    init_ort(&common::ort_library()).unwrap();
+    let dir = common::tiny_model();
+    let actual = biomedclip_core::model::sha256_hex(&std::fs::read(dir.join("manifest.json")).unwrap());
+    let pinned = |pin: &str| RuntimeConfig { pinned_sha256: Some(pin.to_string()), ..cfg() };
+    let err = LocalModel::load(&dir, &pinned(&"0".repeat(64))).err().expect("a different pin refuses").to_string();
+    assert!(err.contains("biomedclip.model_sha256 pins") && err.contains(&actual), "{err}");
+    let model = LocalModel::load(&dir, &pinned(&actual.to_uppercase())).expect("the right pin loads");
+    assert_eq!(model.verified.manifest_sha256, actual);
+}
+
+#[test]
+fn a_loaded_model_keeps_hashes_not_bytes() {
+    let model = load(&common::tiny_model()).unwrap();
+    assert!(model.verified.image_encoder.is_empty() && model.verified.text_encoder.is_empty());
+    assert!(model.verified.tokenizer_json.is_empty());
+    assert_eq!(model.verified.manifest.files.len(), 3);
+}
+
+#[test]
+fn an_interrupted_load_returns_at_once_and_is_joined_at_shutdown() {
+    init_ort(&common::ort_library()).unwrap();
+    let start = std::time::Instant::now();
+    let err = LocalModel::load_watched(&common::tiny_model(), &cfg(), &Interrupt::new(&|| start.elapsed().as_micros() > 200))
+        .err()
+        .expect("interrupted");
+    assert_eq!(err, ModelError::Interrupted);
+    assert!(start.elapsed() < std::time::Duration::from_millis(100), "{:?}", start.elapsed());
+    assert_eq!(biomedclip_core::inflight::shutdown(std::time::Duration::from_secs(30)), 0);
+    assert_eq!(biomedclip_core::inflight::pending(), 0);
+    // A watched load that is not interrupted gives the model.
+    assert!(LocalModel::load_watched(&common::tiny_model(), &cfg(), &Interrupt::never()).is_ok());
+}
+
+#[test]
+fn a_modified_onnx_file_a_modified_manifest_and_a_missing_file_are_refused() {
+    // One flipped byte in the middle of the image encoder.
+    let dir = copy_model("tampered_onnx");
+    let mut bytes = std::fs::read(dir.join("image_encoder.onnx")).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(dir.join("image_encoder.onnx"), bytes).unwrap();
+    let err = load(&dir).err().expect("modified ONNX must be refused").to_string();
+    assert!(err.contains("sha256 of image_encoder.onnx does not match"), "{err}");
+    // A manifest that lists another hash for the text encoder.
+    let dir = copy_model("tampered_manifest");
+    let manifest = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
+    let listed: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    let hash = listed["files"]["text_encoder.onnx"].as_str().unwrap().to_string();
+    let flipped: String = hash.chars().rev().collect();
+    std::fs::write(dir.join("manifest.json"), manifest.replace(&hash, &flipped)).unwrap();
+    let err = load(&dir).err().expect("a manifest with a wrong hash must be refused").to_string();
+    assert!(err.contains("sha256 of text_encoder.onnx does not match"), "{err}");
+    // A missing file.
+    let dir = copy_model("missing_file");
+    std::fs::remove_file(dir.join("text_encoder.onnx")).unwrap();
+    let err = load(&dir).err().expect("a missing file must be refused").to_string();
+    assert!(err.contains("cannot read") && err.contains("text_encoder.onnx"), "{err}");
 }
