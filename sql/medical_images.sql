@@ -6,7 +6,7 @@
 
 CREATE FUNCTION biomedclip_embed_dicom(data bytea, "window" text DEFAULT 'auto', frame integer DEFAULT 0)
     RETURNS embedding
-    AS 'MODULE_PATHNAME', 'biomedclip_embed_dicom_wrapper' LANGUAGE C STABLE STRICT PARALLEL SAFE COST 100000;
+    AS 'MODULE_PATHNAME', 'biomedclip_embed_dicom_wrapper' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED COST 100000;
 COMMENT ON FUNCTION biomedclip_embed_dicom(bytea, text, integer) IS
     'Embeds one DICOM frame: modality LUT, VOI (''auto'', ''minmax'', a preset or ''C/W''), MONOCHROME1 inversion, colour to RGB.';
 
@@ -39,7 +39,7 @@ CREATE FUNCTION biomedclip_render_slide_region(data bytea, x integer, y integer,
 CREATE FUNCTION biomedclip_slide_patches(data bytea, patch_size integer DEFAULT 224, level integer DEFAULT 0,
                                          tissue_threshold double precision DEFAULT 0.5, max_patches integer DEFAULT 1000)
     RETURNS TABLE (x integer, y integer, level integer, tissue_fraction double precision, embedding embedding)
-    AS 'MODULE_PATHNAME', 'biomedclip_slide_patches_wrapper' LANGUAGE C STABLE STRICT PARALLEL SAFE COST 1000000 ROWS 100;
+    AS 'MODULE_PATHNAME', 'biomedclip_slide_patches_wrapper' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED COST 1000000 ROWS 100;
 COMMENT ON FUNCTION biomedclip_slide_patches(bytea, integer, integer, double precision, integer) IS
     'Embeds the non-overlapping patches of a slide level that the tissue mask covers by at least tissue_threshold; at most max_patches, evenly spaced.';
 
@@ -49,6 +49,6 @@ CREATE FUNCTION biomedclip_embed_slide(data bytea, pooling text DEFAULT 'mean', 
                                        tissue_threshold double precision DEFAULT 0.5, max_patches integer DEFAULT 1000,
                                        temperature double precision DEFAULT NULL)
     RETURNS embedding
-    AS 'MODULE_PATHNAME', 'biomedclip_embed_slide_wrapper' LANGUAGE C STABLE PARALLEL SAFE COST 1000000;
+    AS 'MODULE_PATHNAME', 'biomedclip_embed_slide_wrapper' LANGUAGE C STABLE PARALLEL RESTRICTED COST 1000000;
 COMMENT ON FUNCTION biomedclip_embed_slide(bytea, text, embedding, integer, integer, double precision, integer, double precision) IS
-    'One slide embedding: the mean of the patch embeddings (= avg() over biomedclip_slide_patches), or attention pooling with weights softmax(temperature * cos(patch, query)); temperature defaults to the model''s logit scale.';
+    'One slide embedding: the mean of the patch embeddings (= avg() over biomedclip_slide_patches), or attention pooling with weights softmax(temperature * cos(patch, query)); temperature defaults to exp(logit_scale), the zero-shot logit scale (100 for BiomedCLIP).';

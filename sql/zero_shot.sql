@@ -6,16 +6,16 @@ CREATE FUNCTION biomedclip_zero_shot(image embedding, labels text[],
                                      templates text[] DEFAULT ARRAY['this is a photo of {}'],
                                      calibration text DEFAULT NULL)
     RETURNS TABLE(label text, probability double precision, logit double precision, rank integer)
-    AS 'MODULE_PATHNAME', 'biomedclip_zero_shot_wrapper' LANGUAGE C STABLE PARALLEL SAFE COST 1000 ROWS 10;
+    AS 'MODULE_PATHNAME', 'biomedclip_zero_shot_wrapper' LANGUAGE C STABLE PARALLEL RESTRICTED COST 1000 ROWS 10;
 CREATE FUNCTION biomedclip_zero_shot_logits(image embedding, labels text[],
                                             templates text[] DEFAULT ARRAY['this is a photo of {}'])
     RETURNS double precision[]
-    AS 'MODULE_PATHNAME', 'biomedclip_zero_shot_logits_wrapper' LANGUAGE C STABLE STRICT PARALLEL SAFE COST 1000;
+    AS 'MODULE_PATHNAME', 'biomedclip_zero_shot_logits_wrapper' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED COST 1000;
 CREATE FUNCTION biomedclip_softmax(logits double precision[], temperature double precision DEFAULT 1)
     RETURNS double precision[]
     AS 'MODULE_PATHNAME', 'biomedclip_softmax_wrapper' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION biomedclip_prompt_cache_misses() RETURNS bigint
-    AS 'MODULE_PATHNAME', 'biomedclip_prompt_cache_misses_wrapper' LANGUAGE C VOLATILE PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'biomedclip_prompt_cache_misses_wrapper' LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 
 -- Aggregates over (logits, true_index) rows; true_index is 1-based like SQL arrays.
 CREATE FUNCTION biomedclip_calibration_accum(internal, double precision[], integer) RETURNS internal
@@ -52,18 +52,22 @@ CREATE TABLE biomedclip.calibrations (
 );
 COMMENT ON TABLE biomedclip.calibrations IS 'Temperature-scaling calibrations, tied to the model (manifest SHA-256) and the exact label and template lists they were fitted for.';
 GRANT SELECT ON biomedclip.calibrations TO PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('biomedclip.calibrations', '');
 
 -- Stores a biomedclip_fit_temperature() result for the active model.
 CREATE FUNCTION biomedclip_save_calibration(name text, fit jsonb, labels text[],
                                             templates text[] DEFAULT ARRAY['this is a photo of {}'])
-    RETURNS void LANGUAGE sql VOLATILE AS $$
+    RETURNS void LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     INSERT INTO biomedclip.calibrations (name, model_sha256, labels, templates, temperature, ece_before, ece_after, n)
-    VALUES (name, @extschema@.biomedclip_model_info() ->> 'manifest_sha256', labels, templates,
-            (fit ->> 'temperature')::float8, (fit ->> 'ece_before')::float8, (fit ->> 'ece_after')::float8, (fit ->> 'n')::bigint)
+    VALUES (name, @extschema@.biomedclip_model_info() OPERATOR(pg_catalog.->>) 'manifest_sha256', labels, templates,
+            (fit OPERATOR(pg_catalog.->>) 'temperature')::pg_catalog.float8,
+            (fit OPERATOR(pg_catalog.->>) 'ece_before')::pg_catalog.float8,
+            (fit OPERATOR(pg_catalog.->>) 'ece_after')::pg_catalog.float8,
+            (fit OPERATOR(pg_catalog.->>) 'n')::pg_catalog.int8)
     ON CONFLICT ON CONSTRAINT calibrations_pkey DO UPDATE SET
         model_sha256 = EXCLUDED.model_sha256, labels = EXCLUDED.labels, templates = EXCLUDED.templates,
         temperature = EXCLUDED.temperature, ece_before = EXCLUDED.ece_before, ece_after = EXCLUDED.ece_after,
-        n = EXCLUDED.n, fitted_at = now();
+        n = EXCLUDED.n, fitted_at = pg_catalog.now();
 $$;
 
 -- Default deny: the functions that run the model (CPU-heavy, and reading the superuser-configured

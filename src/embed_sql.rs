@@ -2,9 +2,10 @@
 //! their batch forms, and the inspection functions `biomedclip_tokenize`, `biomedclip_preprocess`,
 //! `biomedclip_model_info`. Declared in `sql/model_functions.sql`.
 
-use crate::model_cache::{self, raise_image_error, raise_text_error};
+use crate::model_cache::{self, image_error_code, raise_image_error, raise_text_error};
 use crate::settings;
 use crate::vector_datum::PgVector;
+use biomedclip_core::batching;
 use biomedclip_core::image_decode::ImageError;
 use biomedclip_core::preprocess::{self, PreprocessConfig};
 use pgrx::prelude::*;
@@ -14,11 +15,20 @@ use pgrx::{pg_sys, JsonB};
 /// A PostgreSQL error raised inside the step (a query cancel seen by `check_for_interrupts!`)
 /// travels on unchanged.
 pub(crate) fn guarded<T>(step: impl FnOnce() -> Result<T, ImageError>) -> T {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)) {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => raise_image_error(e),
+    guarded_element(None, step)
+}
+
+/// [`guarded`], naming the 1-based array `element` in the error when there is one.
+fn guarded_element<T>(element: Option<usize>, step: impl FnOnce() -> Result<T, ImageError>) -> T {
+    let error = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)) {
+        Ok(Ok(v)) => return v,
+        Ok(Err(e)) => e,
         Err(payload) if payload.is::<pg_sys::panic::CaughtError>() => std::panic::resume_unwind(payload),
-        Err(_) => raise_image_error(ImageError::Corrupt { format: "image", detail: "the decoder failed on malformed data".into() }),
+        Err(_) => ImageError::Corrupt { format: "image", detail: "the decoder failed on malformed data".into() },
+    };
+    match element {
+        None => raise_image_error(error),
+        Some(i) => model_cache::raise(image_error_code(&error), format!("element {i}: {error}")),
     }
 }
 
@@ -27,9 +37,10 @@ pub(crate) fn pixel_limit() -> u64 {
     settings::MAX_IMAGE_PIXELS.get().max(1) as u64
 }
 
-/// Decodes and preprocesses, turning a decoder panic into an error instead of a crash.
-fn preprocess_image(data: &[u8], cfg: &PreprocessConfig, out: &mut Vec<f32>) {
-    guarded(|| preprocess::preprocess_into(data, cfg, pixel_limit(), out))
+/// Decodes and preprocesses, turning a decoder panic into an error instead of a crash. In an
+/// array, `element` (1-based, as SQL arrays) is named in the error.
+fn preprocess_image(data: &[u8], cfg: &PreprocessConfig, out: &mut Vec<f32>, element: Option<usize>) {
+    guarded_element(element, || preprocess::preprocess_into(data, cfg, pixel_limit(), out))
 }
 
 pub(crate) fn model_preprocess_config() -> PreprocessConfig {
@@ -41,47 +52,71 @@ pub(crate) fn embed_tensors(pixels: &[f32], count: usize) -> Vec<Vec<f32>> {
     model_cache::infer(|m, i| m.embed_images(pixels, count, i))
 }
 
-/// biomedclip.batch_size.
+/// Images per inference call: biomedclip.batch_size, capped by the superuser's
+/// biomedclip.max_batch_images.
 pub(crate) fn batch_size() -> usize {
-    settings::BATCH_SIZE.get().max(1) as usize
+    settings::BATCH_SIZE.get().clamp(1, settings::MAX_BATCH_IMAGES.get().max(1)) as usize
 }
 
-fn embed_image_batch(images: &[&[u8]]) -> Vec<Vec<f32>> {
-    let cfg = model_preprocess_config();
-    let mut out = Vec::with_capacity(images.len());
-    for chunk in images.chunks(batch_size()) {
-        let mut pixels = Vec::with_capacity(chunk.len() * 3 * cfg.image_size * cfg.image_size);
-        for img in chunk {
-            pgrx::check_for_interrupts!();
-            preprocess_image(img, &cfg, &mut pixels);
-        }
-        out.extend(embed_tensors(&pixels, chunk.len()));
+/// Texts per inference call: biomedclip.batch_size, and at most biomedclip.max_batch_tokens
+/// padded tokens.
+fn text_batches(ids: &[Vec<u32>]) -> Vec<std::ops::Range<usize>> {
+    let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
+    let items = settings::BATCH_SIZE.get().max(1) as usize;
+    batching::token_batches(&lens, items, settings::MAX_BATCH_TOKENS.get().max(1) as usize)
+}
+
+/// Embeds token sequences in budgeted calls.
+pub(crate) fn embed_token_batches(ids: &[Vec<u32>]) -> Vec<Vec<f32>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for range in text_batches(ids) {
+        pgrx::check_for_interrupts!();
+        out.extend(model_cache::infer(|m, i| m.embed_token_ids(&ids[range.clone()], i)));
     }
     out
 }
 
-fn tokenize(text: &str) -> Vec<u32> {
+/// `elements` gives the 1-based array position of each image, for error messages.
+fn embed_image_batch(images: &[&[u8]], elements: Option<&[usize]>) -> Vec<Vec<f32>> {
+    let cfg = model_preprocess_config();
+    let mut out = Vec::with_capacity(images.len());
+    for range in batching::item_batches(images.len(), batch_size()) {
+        let mut pixels = Vec::with_capacity(range.len() * 3 * cfg.image_size * cfg.image_size);
+        for i in range.clone() {
+            pgrx::check_for_interrupts!();
+            preprocess_image(images[i], &cfg, &mut pixels, elements.map(|e| e[i]));
+        }
+        out.extend(embed_tensors(&pixels, range.len()));
+    }
+    out
+}
+
+pub(crate) fn tokenize(text: &str) -> Vec<u32> {
     model_cache::with_model(|m| m.tokenizer.encode(text)).unwrap_or_else(|e| raise_text_error(e))
 }
 
-fn embed_text_batch(texts: &[&str]) -> Vec<Vec<f32>> {
-    let mut out = Vec::with_capacity(texts.len());
-    for chunk in texts.chunks(batch_size()) {
-        let ids: Vec<Vec<u32>> = chunk.iter().map(|t| tokenize(t)).collect();
-        out.extend(model_cache::infer(|m, i| m.embed_token_ids(&ids, i)));
-    }
-    out
+fn embed_text_batch(texts: &[&str], elements: Option<&[usize]>) -> Vec<Vec<f32>> {
+    let ids: Vec<Vec<u32>> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| match elements {
+            None => tokenize(t),
+            Some(e) => model_cache::with_model(|m| m.tokenizer.encode(t))
+                .unwrap_or_else(|err| model_cache::raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("element {}: {err}", e[i]))),
+        })
+        .collect();
+    embed_token_batches(&ids)
 }
 
 #[pg_extern(sql = false)]
 fn biomedclip_embed_image(data: &[u8]) -> PgVector<f32> {
-    let row = embed_image_batch(&[data]).pop().expect("one row per image");
+    let row = embed_image_batch(&[data], None).pop().expect("one row per image");
     PgVector::from_slice(&row)
 }
 
 #[pg_extern(sql = false)]
 fn biomedclip_embed_text(text: &str) -> PgVector<f32> {
-    let row = embed_text_batch(&[text]).pop().expect("one row per text");
+    let row = embed_text_batch(&[text], None).pop().expect("one row per text");
     PgVector::from_slice(&row)
 }
 
@@ -134,23 +169,25 @@ pub fn embedding_array(fcinfo: pg_sys::FunctionCallInfo, rows: Vec<Option<Vec<f3
     }
 }
 
-/// Embeds the non-NULL elements as batches and puts NULLs back in place.
-fn embed_with_nulls<T: Copy>(items: Vec<Option<T>>, embed: impl FnOnce(&[T]) -> Vec<Vec<f32>>) -> Vec<Option<Vec<f32>>> {
+/// Embeds the non-NULL elements as batches and puts NULLs back in place. `embed` gets the items
+/// and their 1-based array positions.
+fn embed_with_nulls<T: Copy>(items: Vec<Option<T>>, embed: impl FnOnce(&[T], &[usize]) -> Vec<Vec<f32>>) -> Vec<Option<Vec<f32>>> {
     let present: Vec<T> = items.iter().flatten().copied().collect();
-    let mut rows = embed(&present).into_iter();
+    let positions: Vec<usize> = items.iter().enumerate().filter(|(_, x)| x.is_some()).map(|(i, _)| i + 1).collect();
+    let mut rows = embed(&present, &positions).into_iter();
     items.iter().map(|x| x.map(|_| rows.next().expect("one row per item"))).collect()
 }
 
 #[pg_extern(sql = false)]
 fn biomedclip_embed_images(images: Array<&[u8]>, fcinfo: pg_sys::FunctionCallInfo) -> EmbeddingArray {
     let items: Vec<Option<&[u8]>> = images.iter().collect();
-    embedding_array(fcinfo, embed_with_nulls(items, embed_image_batch))
+    embedding_array(fcinfo, embed_with_nulls(items, |x, pos| embed_image_batch(x, Some(pos))))
 }
 
 #[pg_extern(sql = false)]
 fn biomedclip_embed_texts(texts: Array<&str>, fcinfo: pg_sys::FunctionCallInfo) -> EmbeddingArray {
     let items: Vec<Option<&str>> = texts.iter().collect();
-    embedding_array(fcinfo, embed_with_nulls(items, embed_text_batch))
+    embedding_array(fcinfo, embed_with_nulls(items, |x, pos| embed_text_batch(x, Some(pos))))
 }
 
 /// The token ids fed to the text tower (after open_clip's cleaning, unpadded).
@@ -164,7 +201,7 @@ fn biomedclip_tokenize(text: &str) -> Vec<i32> {
 fn biomedclip_preprocess(data: &[u8]) -> Vec<f32> {
     let cfg = model_preprocess_config();
     let mut out = Vec::with_capacity(3 * cfg.image_size * cfg.image_size);
-    preprocess_image(data, &cfg, &mut out);
+    preprocess_image(data, &cfg, &mut out, None);
     out
 }
 

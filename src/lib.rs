@@ -9,6 +9,8 @@ mod dicom_sql;
 mod embed_sql;
 mod ivf;
 mod model_cache;
+mod model_registry;
+mod pinned_search_path;
 mod settings;
 mod slide_sql;
 mod vector_datum;
@@ -35,7 +37,8 @@ mod tests {
     #[pg_test]
     fn embedding_text_round_trip() {
         let out = Spi::get_one::<String>("SELECT '[1, 2.5 ,-3e-7]'::embedding::text").unwrap();
-        assert_eq!(out.as_deref(), Some("[1,2.5,-3e-7]"));
+        // Laid out as PostgreSQL's float4out (and pgvector) print it.
+        assert_eq!(out.as_deref(), Some("[1,2.5,-3e-07]"));
     }
 
     #[pg_test]

@@ -1,10 +1,14 @@
-//! The per-backend model: loaded lazily on first use (never in the postmaster), kept until the
-//! settings that select it change, and recorded in `biomedclip.models`.
+//! The per-backend model: loaded lazily on first use (never in the postmaster), on a helper
+//! thread so that a cancel during the load works, kept until the settings that select it change,
+//! and recorded in `biomedclip.models` by the registry worker (src/model_registry.rs), never by a
+//! write inside the caller's statement.
 //!
-//! Each backend, and each parallel worker, holds its own copy of the model (about 10 MB for the
-//! test model, about 520 MB for ViT-B/16 + BERT-base in fp32). That is why the embedding functions
-//! are PARALLEL SAFE but their cost is set high: the planner parallelizes them only where the
-//! work justifies a model load per worker.
+//! Each backend holds its own copy of the model (about 10 MB for the test model, about 0.9 GB
+//! RSS for ViT-B/16 + BERT-base in fp32). The model functions are PARALLEL RESTRICTED, so parallel
+//! workers never load another copy: the calls run in the leader.
+//!
+//! At process exit (`on_proc_exit`), inference runs still in flight are terminated and their
+//! threads joined before the sessions are dropped, so no ONNX Runtime thread outlives the backend.
 
 use crate::settings::{self, ExecutionProvider};
 use biomedclip_core::image_decode::ImageError;
@@ -12,7 +16,7 @@ use biomedclip_core::model::ModelError;
 use biomedclip_core::runtime::{self, EmbeddingBackend, Interrupt, LocalModel, Provider, RuntimeConfig};
 use biomedclip_core::tokenize::TextError;
 use pgrx::prelude::*;
-use pgrx::{pg_sys, JsonB};
+use pgrx::pg_sys;
 use std::cell::RefCell;
 use std::path::PathBuf;
 
@@ -21,6 +25,7 @@ struct CacheKey {
     dir: String,
     provider: Provider,
     threads: usize,
+    pinned_sha256: Option<String>,
 }
 
 struct Cached {
@@ -39,18 +44,35 @@ pub fn raise_model_error(e: ModelError) -> ! {
         ModelError::NoModelDir => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
         ModelError::Io { .. } => ERRCODE_UNDEFINED_FILE,
         ModelError::HashMismatch { .. } => ERRCODE_DATA_CORRUPTED,
-        ModelError::BadManifest(_) | ModelError::Unsupported(_) | ModelError::InputNames { .. } => ERRCODE_CONFIG_FILE_ERROR,
+        ModelError::BadManifest(_) | ModelError::Unsupported(_) | ModelError::InputNames { .. } | ModelError::NotPinned { .. } => {
+            ERRCODE_CONFIG_FILE_ERROR
+        }
+        ModelError::Interrupted => {
+            // PostgreSQL's own cancel, timeout or termination error, when it is ready to raise it;
+            // otherwise (interrupts held off) still the query-canceled SQLSTATE, never a generic one.
+            pgrx::check_for_interrupts!();
+            ERRCODE_QUERY_CANCELED
+        }
+        ModelError::BadOutput(_) => ERRCODE_DATA_EXCEPTION,
         ModelError::Runtime(_) => ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
     };
     ereport!(ERROR, code, e.to_string());
 }
 
-pub fn raise_image_error(e: ImageError) -> ! {
-    let code = match &e {
+pub fn image_error_code(e: &ImageError) -> PgSqlErrorCode {
+    match e {
         ImageError::TooManyPixels { .. } => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
         _ => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-    };
-    ereport!(ERROR, code, e.to_string());
+    }
+}
+
+pub fn raise_image_error(e: ImageError) -> ! {
+    ereport!(ERROR, image_error_code(&e), e.to_string());
+}
+
+/// Raises an ERROR with `code` and `message` (usable where an expression is needed).
+pub fn raise(code: PgSqlErrorCode, message: String) -> ! {
+    ereport!(ERROR, code, message);
 }
 
 pub fn raise_text_error(e: TextError) -> ! {
@@ -64,7 +86,8 @@ fn current_key() -> CacheKey {
         ExecutionProvider::Cuda => Provider::Cuda,
         ExecutionProvider::Auto => Provider::Auto,
     };
-    CacheKey { dir, provider, threads: settings::INTRA_OP_THREADS.get() as usize }
+    let pinned_sha256 = settings::string_setting(&settings::MODEL_SHA256);
+    CacheKey { dir, provider, threads: settings::INTRA_OP_THREADS.get() as usize, pinned_sha256 }
 }
 
 fn ensure_ort() {
@@ -76,48 +99,42 @@ fn ensure_ort() {
 
 fn load(key: &CacheKey) -> Cached {
     ensure_ort();
-    let cfg = RuntimeConfig { intra_op_threads: key.threads, provider: key.provider };
-    let model = LocalModel::load(&PathBuf::from(&key.dir), &cfg).unwrap_or_else(|e| raise_model_error(e));
-    let loaded_at = Spi::get_one::<String>("SELECT now()::text").ok().flatten().unwrap_or_default();
-    let cached = Cached { key: key.clone(), model, loaded_at };
-    record_load(&cached);
-    cached
+    register_exit_hook();
+    let cfg = RuntimeConfig { intra_op_threads: key.threads, provider: key.provider, pinned_sha256: key.pinned_sha256.clone() };
+    let interrupt = Interrupt::new(&pg_interrupt_pending);
+    let model = LocalModel::load_watched(&PathBuf::from(&key.dir), &cfg, &interrupt).unwrap_or_else(|e| raise_model_error(e));
+    let loaded_at = crate::model_registry::now_utc();
+    crate::model_registry::record_load(&model, &loaded_at);
+    Cached { key: key.clone(), model, loaded_at: loaded_at.text }
 }
 
-/// Records a load in biomedclip.models, as the bootstrap superuser so that analysts need no
-/// write privilege on the registry. Skipped where writes are impossible (parallel workers,
-/// read-only transactions, standbys); the primary's loads are recorded.
-fn record_load(c: &Cached) {
-    unsafe {
-        if pg_sys::ParallelWorkerNumber >= 0 || pg_sys::XactReadOnly || pg_sys::RecoveryInProgress() {
-            return;
-        }
-        let m = &c.model.verified.manifest;
-        let files = JsonB(serde_json::to_value(&m.files).unwrap_or_default());
-        let mut saved_user = pg_sys::InvalidOid;
-        let mut saved_ctx = 0i32;
-        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_ctx);
-        pg_sys::SetUserIdAndSecContext(
-            pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID),
-            saved_ctx | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32 | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
-        );
-        let result = Spi::run_with_args(
-            "INSERT INTO biomedclip.models (manifest_sha256, name, version, precision, files, loaded_at)
-             VALUES ($1, $2, $3, $4, $5, now())
-             ON CONFLICT (manifest_sha256) DO UPDATE SET loaded_at = now(), load_count = biomedclip.models.load_count + 1",
-            &[
-                c.model.verified.manifest_sha256.clone().into(),
-                m.name.clone().into(),
-                m.version.clone().into(),
-                m.precision.clone().into(),
-                files.into(),
-            ],
-        );
-        pg_sys::SetUserIdAndSecContext(saved_user, saved_ctx);
-        if let Err(e) = result {
-            pgrx::warning!("biomedclip: could not record the model load in biomedclip.models: {e}");
-        }
+/// Registers (once per process) the exit callback that stops in-flight runs before exit.
+fn register_exit_hook() {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| unsafe { pg_sys::on_proc_exit(Some(on_exit), pg_sys::Datum::from(0usize)) });
+}
+
+/// Terminates and joins inference threads (bounded), then drops the sessions. Runs in proc_exit,
+/// possibly in the middle of a call (FATAL), hence `try_borrow_mut`.
+#[pg_guard]
+unsafe extern "C-unwind" fn on_exit(_code: i32, _arg: pg_sys::Datum) {
+    let left = runtime_shutdown();
+    if left > 0 {
+        // Nothing of PostgreSQL may be called here beyond logging; the count helps diagnosis.
+        pgrx::log!("biomedclip: {left} inference thread(s) still running at exit after the wait");
     }
+    let _ = CACHE.try_with(|cell| {
+        if let Ok(mut guard) = cell.try_borrow_mut() {
+            guard.take();
+        }
+    });
+}
+
+/// How long the exit hook waits for terminated runs: ORT stops at its next operator boundary.
+const EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+fn runtime_shutdown() -> usize {
+    biomedclip_core::inflight::shutdown(EXIT_WAIT)
 }
 
 /// Runs `f` with this backend's model, loading (or reloading) it when the settings changed.
@@ -187,7 +204,11 @@ pub fn info() -> serde_json::Value {
             "execution_provider": c.model.provider_in_use,
             "requested_execution_provider": match key.provider { Provider::Cpu => "cpu", Provider::Cuda => "cuda", Provider::Auto => "auto" },
             "intra_op_threads": key.threads,
-            "ort_library": runtime::loaded_ort_library().map(|p| p.display().to_string()),
+            "ort_library": runtime::loaded_ort_library().map(|(p, _)| p.display().to_string()),
+            "ort_library_sha256": runtime::loaded_ort_library().map(|(_, sha)| sha),
+            "model_sha256_pin": key.pinned_sha256,
+            "inference": "backend",
+            "backend_pid": std::process::id(),
             "loaded_at": c.loaded_at,
             "kernels_isa": biomedclip_core::distance::active_isa().name(),
         })

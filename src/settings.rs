@@ -21,6 +21,9 @@ pub static INTRA_OP_THREADS: GucSetting<i32> = GucSetting::<i32>::new(1);
 pub static EXECUTION_PROVIDER: GucSetting<ExecutionProvider> = GucSetting::<ExecutionProvider>::new(ExecutionProvider::Cpu);
 pub static MAX_IMAGE_PIXELS: GucSetting<i32> = GucSetting::<i32>::new(100_000_000);
 pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(8);
+pub static MODEL_SHA256: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static MAX_BATCH_IMAGES: GucSetting<i32> = GucSetting::<i32>::new(32);
+pub static MAX_BATCH_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(8192);
 
 pub fn register() {
     GucRegistry::define_string_guc(
@@ -70,13 +73,46 @@ pub fn register() {
     GucRegistry::define_int_guc(
         c"biomedclip.batch_size",
         c"Images or texts per inference call in the batch functions.",
-        c"Cancellation is checked between calls; a running call is terminated by a watchdog.",
+        c"Capped by biomedclip.max_batch_images and biomedclip.max_batch_tokens. Cancellation is checked between calls; a running call is terminated.",
         &BATCH_SIZE,
         1,
         256,
         GucContext::Userset,
         GucFlags::default(),
     );
+    GucRegistry::define_string_guc(
+        c"biomedclip.model_sha256",
+        c"When set, only the model whose manifest.json has this SHA-256 is loaded.",
+        c"Pins the exact model bytes (the manifest lists the SHA-256 of every file). Superuser only.",
+        &MODEL_SHA256,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"biomedclip.max_batch_images",
+        c"Most images in one inference call, whatever biomedclip.batch_size asks for.",
+        c"Bounds the memory one call can take (about 25 MB of activations per ViT-B/16 image). Superuser only.",
+        &MAX_BATCH_IMAGES,
+        1,
+        256,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"biomedclip.max_batch_tokens",
+        c"Most padded tokens (texts x longest text) in one inference call.",
+        c"Bounds the memory one call can take; zero-shot prompts and text arrays are split to fit. Superuser only.",
+        &MAX_BATCH_TOKENS,
+        256,
+        65536,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+}
+
+/// A string setting, or None when unset or empty.
+pub fn string_setting(setting: &GucSetting<Option<CString>>) -> Option<String> {
+    setting.get().and_then(|v| v.to_str().ok().map(str::to_string)).filter(|s| !s.trim().is_empty())
 }
 
 /// A string setting as UTF-8, or an ERROR that names the setting.

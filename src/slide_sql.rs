@@ -116,7 +116,10 @@ fn biomedclip_embed_slide(
     let (_, rows) = embed_patches(data, &p);
     let pooled = match &query {
         Some(q) if method == "attention" => {
-            let t = temperature.unwrap_or_else(|| model_cache::with_model(|m| m.verified.manifest.logit_scale));
+            // The same scale as zero-shot logits: exp(logit_scale) (100 for BiomedCLIP), so the
+            // weights are a softmax over the logits the model itself would give each patch. The
+            // raw logit_scale (about 4.6) would make the weights nearly uniform, i.e. the mean.
+            let t = temperature.unwrap_or_else(|| model_cache::with_model(|m| m.verified.manifest.logit_scale.exp()));
             pooling::attention(&rows, q.as_slice(), t)
         }
         _ => pooling::mean(&rows),

@@ -56,7 +56,7 @@ fn prompt_embeddings(model_sha: &str, prompts: &[String]) -> Vec<Vec<f32>> {
             .iter()
             .map(|&i| model_cache::with_model(|m| m.tokenizer.encode(&prompts[i])).unwrap_or_else(|e| raise_text_error(e)))
             .collect();
-        let rows = model_cache::infer(|m, int| m.embed_token_ids(&ids, int));
+        let rows = crate::embed_sql::embed_token_batches(&ids);
         PROMPTS.with(|c| {
             let mut c = c.borrow_mut();
             c.misses += missing.len() as u64;
@@ -96,9 +96,9 @@ struct Calibration {
 }
 
 fn load_calibration(name: &str, model_sha: &str, labels: &[String], templates: &[String]) -> Calibration {
-    let row = Spi::connect(|client| {
+    let row = crate::pinned_search_path::with_pinned_search_path(|| Spi::connect(|client| {
         let rows = client.select(
-            "SELECT model_sha256, labels, templates, temperature FROM biomedclip.calibrations WHERE name = $1",
+            "SELECT model_sha256, labels, templates, temperature FROM biomedclip.calibrations WHERE name OPERATOR(pg_catalog.=) $1",
             None,
             &[name.into()],
         )?;
@@ -112,7 +112,7 @@ fn load_calibration(name: &str, model_sha: &str, labels: &[String], templates: &
             ));
         }
         Ok::<_, pgrx::spi::Error>(out)
-    })
+    }))
     .unwrap_or_else(|e| error!("cannot read biomedclip.calibrations: {e}"));
     let Some((sha, cal_labels, cal_templates, temperature)) = row else {
         error!("calibration \"{name}\" does not exist in biomedclip.calibrations");
