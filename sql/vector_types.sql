@@ -289,3 +289,21 @@ CREATE FUNCTION halfembedding_to_embedding(halfembedding, integer, boolean) RETU
     AS 'MODULE_PATHNAME', 'halfembedding_to_embedding_wrapper' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 CREATE CAST (embedding AS halfembedding) WITH FUNCTION embedding_to_halfembedding(embedding, integer, boolean) AS IMPLICIT;
 CREATE CAST (halfembedding AS embedding) WITH FUNCTION halfembedding_to_embedding(halfembedding, integer, boolean) AS ASSIGNMENT;
+
+-- embedding: || concatenation (within the dimension limit) and numeric[] casts (pgvector parity).
+CREATE FUNCTION embedding_concat(embedding, embedding) RETURNS embedding
+    AS 'MODULE_PATHNAME', 'embedding_concat_wrapper' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE OPERATOR || (LEFTARG = embedding, RIGHTARG = embedding, PROCEDURE = embedding_concat);
+CREATE FUNCTION array_numeric_to_embedding(numeric[], integer, boolean) RETURNS embedding
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    RETURN @extschema@.array_float8_to_embedding($1::pg_catalog.float8[], $2, $3);
+CREATE CAST (numeric[] AS embedding) WITH FUNCTION array_numeric_to_embedding(numeric[], integer, boolean) AS ASSIGNMENT;
+
+-- halfembedding: || concatenation (within the dimension limit) and numeric[] casts (pgvector parity).
+CREATE FUNCTION halfembedding_concat(halfembedding, halfembedding) RETURNS halfembedding
+    AS 'MODULE_PATHNAME', 'halfembedding_concat_wrapper' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE OPERATOR || (LEFTARG = halfembedding, RIGHTARG = halfembedding, PROCEDURE = halfembedding_concat);
+CREATE FUNCTION array_numeric_to_halfembedding(numeric[], integer, boolean) RETURNS halfembedding
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    RETURN @extschema@.array_float8_to_halfembedding($1::pg_catalog.float8[], $2, $3);
+CREATE CAST (numeric[] AS halfembedding) WITH FUNCTION array_numeric_to_halfembedding(numeric[], integer, boolean) AS ASSIGNMENT;

@@ -108,9 +108,12 @@ fn binary_op<T: Element>(
     f: fn(&[f32], &[f32]) -> Result<Vec<f32>, VectorError>,
 ) -> PgVector<T> {
     let out = f(&a.to_f32_vec(), &b.to_f32_vec()).or_raise();
-    // A result that fits f32 can still overflow binary16.
-    let narrowed = try_from_f64::<T>(out.iter().map(|&x| x as f64)).map_err(|_| VectorError::Overflow(op));
-    PgVector::from_slice(&narrowed.or_raise())
+    // A result that fits f32 can still overflow (or, for a product, underflow) binary16.
+    let narrowed = try_from_f64::<T>(out.iter().map(|&x| x as f64)).map_err(|_| VectorError::Overflow(op)).or_raise();
+    if op == "multiplication" && narrowed.iter().zip(&out).any(|(n, &x)| n.to_f32() == 0.0 && x != 0.0) {
+        Err::<(), _>(VectorError::Underflow(op)).or_raise();
+    }
+    PgVector::from_slice(&narrowed)
 }
 
 macro_rules! vector_sql_functions {
@@ -218,6 +221,11 @@ macro_rules! vector_sql_functions {
             #[pg_extern(sql = false)]
             fn [<$p _mul>](a: PgVector<$T>, b: PgVector<$T>) -> PgVector<$T> {
                 binary_op(&a, &b, "multiplication", vector_ops::mul)
+            }
+
+            #[pg_extern(sql = false)]
+            fn [<$p _concat>](a: PgVector<$T>, b: PgVector<$T>) -> PgVector<$T> {
+                binary_op(&a, &b, "concatenation", vector_ops::concat)
             }
 
             #[pg_extern(sql = false)]

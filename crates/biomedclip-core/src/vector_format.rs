@@ -26,6 +26,7 @@ pub enum VectorError {
     DimMismatch { left: usize, right: usize },
     TypmodMismatch { expected: usize, got: usize },
     Overflow(&'static str),
+    Underflow(&'static str),
     /// Any other invalid value; the message is shown as is.
     Invalid(String),
 }
@@ -47,6 +48,7 @@ impl fmt::Display for VectorError {
             }
             VectorError::TypmodMismatch { expected, got } => write!(f, "expected {expected} dimensions, not {got}"),
             VectorError::Overflow(op) => write!(f, "value out of range: overflow in vector {op}"),
+            VectorError::Underflow(op) => write!(f, "value out of range: underflow in vector {op}"),
             VectorError::Invalid(msg) => write!(f, "{msg}"),
         }
     }
@@ -204,14 +206,97 @@ pub fn format_text<T: Element>(v: &[T]) -> String {
     out
 }
 
-fn push_shortest_f32(out: &mut String, x: f32) {
-    use fmt::Write;
-    // Debug formatting is the shortest representation that round-trips, using exponent notation
-    // for very large and small magnitudes. Drop the ".0" Rust adds to integral values.
-    let start = out.len();
-    let _ = write!(out, "{x:?}");
-    if out[start..].ends_with(".0") {
-        out.truncate(out.len() - 2);
+/// The digits PostgreSQL's float4out (Ryu, as in PostgreSQL's f2s.c) chooses: the fewest
+/// significant digits whose value lies strictly inside the interval of reals that round to `x`
+/// (bounds excluded); of those, the one closest to the exact binary value. Rust's `{:e}` accepts
+/// the bounds and differs on 14 of 2,214 values in the pg_regress sweep (e.g. 50331648 is
+/// "5.0331648e+07" in PostgreSQL, "5.033165e7" in Rust). At powers of two the interval is
+/// narrower below than above, so the closest candidate can fall outside while its upper
+/// neighbour is inside (2^-96 is "1.2621775e-29"): the neighbours are tried too. Rust's digit
+/// count is a lower bound, so the search starts there. Returns `[-]d.ddd…e<exp>`.
+fn shortest_like_ryu(x: f32) -> String {
+    let exact = (x as f64).abs();
+    let bits = x.abs().to_bits();
+    let below = if bits == 0 { 0.0 } else { f32::from_bits(bits - 1) as f64 };
+    let above = if bits >= f32::MAX.to_bits() { exact + (exact - below) } else { f32::from_bits(bits + 1) as f64 };
+    let (lo, hi) = ((below + exact) / 2.0, (exact + above) / 2.0);
+    let sign = if x.is_sign_negative() { "-" } else { "" };
+    let rust = format!("{x:e}");
+    let start = rust.split_once('e').map_or(1, |(m, _)| m.chars().filter(char::is_ascii_digit).count());
+    for digits in start.max(1)..=9 {
+        let rounded = format!("{:.*e}", digits - 1, exact);
+        let (mantissa, exp) = rounded.split_once('e').expect("LowerExp has an exponent");
+        let m: u64 = mantissa.replace('.', "").parse().expect("digits");
+        let scale = exp.parse::<i32>().expect("exponent") - (digits as i32 - 1);
+        // Distances in units of the last digit; an exact tie (the value halfway between two
+        // candidates, which f64 parsing blurs by ~1e-8 units) goes to the even digit, as Ryu does.
+        let unit = 10f64.powi(scale);
+        let mut best: Option<(f64, u64)> = None;
+        for candidate in [m.saturating_sub(1), m, m + 1] {
+            let value: f64 = format!("{candidate}e{scale}").parse().expect("candidate parses");
+            let distance = (value - exact).abs() / unit;
+            if !(lo < value && value < hi) {
+                continue;
+            }
+            best = match best {
+                Some((d, c)) if (distance - d).abs() < 1e-6 => Some(if candidate % 2 == 0 { (distance, candidate) } else { (d, c) }),
+                Some((d, _)) if distance < d => Some((distance, candidate)),
+                None => Some((distance, candidate)),
+                keep => keep,
+            };
+        }
+        if let Some((_, candidate)) = best {
+            let text = candidate.to_string();
+            let trimmed = text.trim_end_matches('0');
+            let trimmed = if trimmed.is_empty() { "0" } else { trimmed };
+            let exp10 = scale + text.len() as i32 - 1;
+            let rest = &trimmed[1..];
+            return format!("{sign}{}{}{rest}e{exp10}", &trimmed[..1], if rest.is_empty() { "" } else { "." });
+        }
+    }
+    format!("{sign}{:.8e}", exact)
+}
+
+/// The shortest decimal that reads back as `x`, laid out as PostgreSQL's float4out (and so
+/// pgvector) does: fixed notation when the decimal exponent is in -4..6 (printf's %g rule with
+/// FLT_DIG = 6), otherwise `d.ddde+XX` / `d.ddde-XX` with at least two exponent digits.
+pub fn push_shortest_f32(out: &mut String, x: f32) {
+    if x == 0.0 {
+        out.push_str(if x.is_sign_negative() { "-0" } else { "0" });
+        return;
+    }
+    let sci = shortest_like_ryu(x);
+    let (mantissa, exp) = sci.split_once('e').expect("LowerExp has an exponent");
+    let exp: i32 = exp.parse().expect("LowerExp exponent is an integer");
+    if mantissa.starts_with('-') {
+        out.push('-');
+    }
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    if (-4..6).contains(&exp) {
+        if exp >= 0 {
+            let int_len = exp as usize + 1;
+            if digits.len() <= int_len {
+                out.push_str(&digits);
+                out.extend(std::iter::repeat_n('0', int_len - digits.len()));
+            } else {
+                out.push_str(&digits[..int_len]);
+                out.push('.');
+                out.push_str(&digits[int_len..]);
+            }
+        } else {
+            out.push_str("0.");
+            out.extend(std::iter::repeat_n('0', (-exp - 1) as usize));
+            out.push_str(&digits);
+        }
+    } else {
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        out.push('e');
+        out.push(if exp < 0 { '-' } else { '+' });
+        let _ = std::fmt::Write::write_fmt(out, format_args!("{:02}", exp.unsigned_abs()));
     }
 }
 

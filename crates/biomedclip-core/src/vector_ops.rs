@@ -30,8 +30,20 @@ pub fn sub(a: &[f32], b: &[f32]) -> Result<Vec<f32>, VectorError> {
     elementwise(a, b, "subtraction", |x, y| x - y)
 }
 
+/// Element-wise product; a product of two non-zero elements that rounds to zero is an underflow
+/// error (as pgvector), not a silent 0.
 pub fn mul(a: &[f32], b: &[f32]) -> Result<Vec<f32>, VectorError> {
-    elementwise(a, b, "multiplication", |x, y| x * y)
+    let out = elementwise(a, b, "multiplication", |x, y| x * y)?;
+    if out.iter().zip(a.iter().zip(b)).any(|(&r, (&x, &y))| r == 0.0 && x != 0.0 && y != 0.0) {
+        return Err(VectorError::Underflow("multiplication"));
+    }
+    Ok(out)
+}
+
+/// `a` followed by `b`, within the dimension limit.
+pub fn concat(a: &[f32], b: &[f32]) -> Result<Vec<f32>, VectorError> {
+    crate::vector_format::check_dims(a.len() + b.len())?;
+    Ok(a.iter().chain(b).copied().collect())
 }
 
 /// Scales to unit Euclidean length. A zero vector stays zero (as pgvector).

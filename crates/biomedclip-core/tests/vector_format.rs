@@ -156,3 +156,31 @@ fn sum_state_combines_like_one_pass() {
     assert!(SumState::from_array(&[]).avg().is_none());
     assert!(one.accumulate(&[1.0]).unwrap_err().to_string().contains("different vector dimensions 2 and 1"));
 }
+
+/// Element text as PostgreSQL 15's float4out prints the same float4 values (captured from
+/// `SELECT x::float4::text`); the pg_regress suite compares a 2,214-value sweep live.
+#[test]
+fn element_text_matches_postgresql_float4out() {
+    use biomedclip_core::vector_format::push_shortest_f32;
+    let cases: [(f32, &str); 14] = [
+        (f32::from_bits(0x0f800000), "1.2621775e-29"),
+        (f32::from_bits(0xeb000000), "-1.5474251e+26"),
+        (0.000244140625, "0.00024414062"),
+        (2589076.2, "2.5890762e+06"),
+        (50331648.0, "5.0331648e+07"),
+        (100663296.0, "1.00663296e+08"),
+        (805306370.0, "8.0530637e+08"),
+        (1.5e38, "1.5e+38"),
+        (-1e-7, "-1e-07"),
+        (1234567.0, "1.234567e+06"),
+        (123456.0, "123456"),
+        (0.0001, "0.0001"),
+        (0.00001, "1e-05"),
+        (-0.0, "-0"),
+    ];
+    for (x, expected) in cases {
+        let mut out = String::new();
+        push_shortest_f32(&mut out, x);
+        assert_eq!(out, expected, "{x:e}");
+    }
+}
