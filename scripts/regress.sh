@@ -18,14 +18,17 @@ bash scripts/pg_cluster.sh start "$work/data" "$PORT" "max_parallel_workers_per_
   "biomedclip.model_dir = '$ROOT/target/models/tiny'"
 mkdir -p "$work/out"
 # Fixtures: a model with a tampered file and one whose manifest names the wrong ONNX input.
-for fixture in tampered wrong_names; do
+for fixture in tampered wrong_names rescaled; do
   cp -r "$ROOT/target/models/tiny" "$work/$fixture"
 done
 printf ' ' >> "$work/tampered/tokenizer.json"
 sed -i 's/"input": "pixel_values"/"input": "pixels"/' "$work/wrong_names/manifest.json"
+# The same ONNX files under another manifest (another logit scale): another model identity.
+sed -i 's/"logit_scale": \([0-9.]*\)/"logit_scale": 3.0/' "$work/rescaled/manifest.json"
 chmod -R a+rX "$work"
 export BIOMEDCLIP_SHARED_DATA="$(realpath "$ROOT/../shared/data")"
 export BIOMEDCLIP_TAMPERED_MODEL="$work/tampered" BIOMEDCLIP_WRONG_NAMES_MODEL="$work/wrong_names"
+export BIOMEDCLIP_RESCALED_MODEL="$work/rescaled"
 if [ "${REGRESS_ACCEPT:-0}" = 1 ]; then
   for f in $(sed -n 's/^test: //p' tests/pg_regress/schedule); do touch "tests/pg_regress/expected/$f.out"; done
 fi
@@ -57,8 +60,14 @@ echo "== parity through SQL (tokenize, preprocess)"
 echo "== DICOM and slides through SQL (pydicom test objects, OpenCV tissue mask, numpy pooling)"
 "$ROOT/target/pyenv/bin/python" tests/medical_images_suite.py "$PORT"
 
-echo "== ONNX Runtime hygiene in backends (telemetry, cancel, timeout)"
-"$ROOT/target/pyenv/bin/python" tests/runtime_hygiene.py "$PORT"
+echo "== security: search_path traps, catalog privilege sweep, model-load registry"
+"$ROOT/target/pyenv/bin/python" tests/security_suite.py "$PORT"
+
+echo "== upgrade from the previous release, pg_dump and restore"
+"$ROOT/target/pyenv/bin/python" tests/upgrade_suite.py "$PORT"
+
+echo "== ONNX Runtime hygiene in backends (telemetry, cancel, timeout, terminations, load cancel)"
+"$ROOT/target/pyenv/bin/python" tests/runtime_hygiene.py "$PORT" "$work/data/server.log"
 
 echo "== ivf: recall, vacuum, filters/RLS, concurrency, standby, crash (own clusters)"
 "$ROOT/target/pyenv/bin/python" tests/ivf_suite.py "$work/ivf" $((PORT + 10))

@@ -87,6 +87,12 @@ def pydicom_objects():
                 yield os.path.relpath(path, PYDICOM_FILES), path, ds
 
 
+# pydicom 3.0.2 test objects we refuse, by name: 12-bit JPEG extended (no 12-bit JPEG decoder among
+# the allowed crates), 32-bit RLE (dicom-pixeldata's RLE decoder fails on it), 1-bit segmentations.
+EXPECTED_REFUSALS = {"JPGExtended.dcm", "SC_rgb_rle_32bit.dcm", "SC_rgb_rle_32bit_2frame.dcm", "rtdose_rle.dcm",
+                     "rtdose_rle_1frame.dcm", "liver_1frame.dcm", "liver_expb_1frame.dcm"}
+
+
 def dicom_against_pydicom(cur):
     exact, within_one, differ, ours_refused, theirs_refused, lossy_close = [], [], [], [], [], []
     for name, path, ds in pydicom_objects():
@@ -132,6 +138,10 @@ def dicom_against_pydicom(cur):
     check("pydicom test objects: none differs beyond decoder rounding", not differ, "; ".join(differ) or "none")
     check("pydicom test objects: every refusal names an unsupported feature",
           all("unsupported image" in r for r in ours_refused), f"{len(ours_refused)} refused")
+    refused_names = {r.split(":", 1)[0] for r in ours_refused}
+    check("pydicom test objects: the refusals are exactly the known unsupported features (a new refusal fails)",
+          refused_names == EXPECTED_REFUSALS,
+          f"new: {sorted(refused_names - EXPECTED_REFUSALS)}; no longer refused: {sorted(EXPECTED_REFUSALS - refused_names)}")
     return ours_refused
 
 
@@ -283,17 +293,76 @@ def functional_groups_against_pydicom(cur):
           all(d == 0 for _, d in results), ", ".join(f"{n}: max {d}" for n, d in results))
 
 
+IDENTIFYING_WORDS = ("Name", "ID", "Date", "Time", "UID", "Description", "Comment", "Station", "Institution",
+                     "Physician", "Operator", "Address", "Telephone", "Birth", "Accession", "Protocol", "Series", "Study")
+
+
+# The technical attributes biomedclip_dicom_info may report (crates/biomedclip-core/src/dicom/info.rs).
+WHITELIST = {"Modality", "BodyPartExamined", "Rows", "Columns", "NumberOfFrames", "SamplesPerPixel",
+             "PhotometricInterpretation", "BitsAllocated", "BitsStored", "PixelRepresentation", "TransferSyntaxUID",
+             "PixelSpacing", "SliceThickness", "WindowCenter", "WindowWidth", "VOILUTFunction", "RescaleSlope",
+             "RescaleIntercept", "RescaleType", "Manufacturer", "ManufacturerModelName"}
+
+
+def identifying_values(ds):
+    """Values of the tags outside the whitelist: names, IDs, dates, times, UIDs, descriptions,
+    comments, station, institution, people, and every private tag (minus any value that a
+    whitelisted tag of the same file also holds)."""
+    out = set()
+    allowed = set()
+    for el in ds.iterall():
+        if el.keyword in WHITELIST:
+            allowed.add(str(el.value).strip())
+    for el in ds.iterall():
+        if el.keyword in WHITELIST:
+            continue
+        if el.tag == 0x7FE00010 or el.VR in ("SQ", "OB", "OW", "OF", "OD", "OL", "UN") and not el.tag.is_private:
+            continue
+        sensitive = el.tag.is_private or el.VR in ("PN", "DA", "DT", "TM", "UI", "LO", "SH", "LT", "ST", "UT", "AE") \
+            or any(w in (el.keyword or el.name) for w in IDENTIFYING_WORDS)
+        if not sensitive:
+            continue
+        values = el.value if isinstance(el.value, (list, tuple, pydicom.multival.MultiValue)) else [el.value]
+        for v in values:
+            if isinstance(v, bytes):
+                v = v.decode("latin-1", errors="ignore")
+            v = str(v).strip().strip("\x00").strip()
+            # Short or numeric-only values also occur as technical values; standard UIDs (transfer
+            # syntaxes, SOP classes) are not identifying.
+            if len(v) >= 4 and not v.replace(".", "").replace("-", "").replace(" ", "").isdigit() or (el.VR == "UI" and not v.startswith("1.2.840.10008.") and len(v) >= 8):
+                out.add(v)
+    return out - allowed, allowed
+
+
 def info_has_no_phi(cur):
-    path = os.path.join(SHARED, "dicom", "CT_small_pydicom.dcm")
-    ds = pydicom.dcmread(path)
-    identifying = [str(el.value) for el in ds.iterall()
-                   if el.VR in ("PN", "DA", "DT", "TM", "UI") or "Institution" in el.name or el.keyword in ("PatientID", "AccessionNumber", "StudyID")]
-    identifying = [v for v in identifying if len(v.strip()) >= 3 and not v.startswith("1.2.840.10008.")]
-    cur.execute("SELECT biomedclip_dicom_info(%s)::text", (open(path, "rb").read(),))
-    text = cur.fetchone()[0]
-    leaked = [v for v in identifying if v in text]
-    check("dicom_info: no identifying value", len(identifying) >= 8 and not leaked,
-          f"{len(identifying)} identifying values in the file, {len(leaked)} in the output")
+    """Every DICOM file in ../shared/data and every pydicom test object: no value of an
+    identifying or private tag appears anywhere in biomedclip_dicom_info's output."""
+    files = [(f, os.path.join(SHARED, "dicom", f)) for f in sorted(os.listdir(os.path.join(SHARED, "dicom"))) if f.endswith(".dcm")]
+    files += [(name, path) for name, path, _ in pydicom_objects()]
+    checked = values = 0
+    leaks = []
+    for name, path in files:
+        try:
+            ds = pydicom.dcmread(path, force=True)
+        except Exception:
+            continue
+        secret, allowed = identifying_values(ds)
+        try:
+            cur.execute("SELECT biomedclip_dicom_info(%s)::text", (open(path, "rb").read(),))
+        except psycopg.Error:
+            cur.connection.rollback()
+            continue
+        text = cur.fetchone()[0]
+        # Whitelisted values may contain an identifying one as a substring (Manufacturer
+        # "TOSHIBA_MEC" and InstitutionName "TOSHIBA"): look for leaks in what remains.
+        for a in sorted(allowed, key=len, reverse=True):
+            if len(a) >= 3:
+                text = text.replace(a, "")
+        checked += 1
+        values += len(secret)
+        leaks += [f"{name}: {v!r}" for v in secret if v in text]
+    check("dicom_info: no identifying or private value of any file appears in the output", checked >= 80 and values >= 500 and not leaks,
+          f"{checked} files, {values} identifying values, {len(leaks)} in the output: {leaks[:4]}")
 
 
 def unsupported_syntax_is_named(cur):
@@ -340,20 +409,37 @@ def tissue_against_opencv(cur):
 
 
 def attention_against_numpy(cur):
+    """Attention pooling against numpy at explicit temperatures, and the default temperature is
+    the zero-shot scale exp(logit_scale), not the raw logit_scale (which is nearly the mean)."""
     svs = open(os.path.join(SHARED, "wsi", "CMU-1-Small-Region.svs"), "rb").read()
     cur.execute("SELECT embedding::real[] FROM biomedclip_slide_patches(%s, max_patches => 20)", (svs,))
     rows = np.array([r[0] for r in cur.fetchall()], np.float64)
     cur.execute("SELECT biomedclip_embed_text('tumor tissue')::real[], (biomedclip_model_info() ->> 'logit_scale')::float8")
-    query, scale = cur.fetchone()
+    query, logit_scale = cur.fetchone()
     q = np.array(query, np.float64)
     sims = rows @ q / (np.linalg.norm(rows, axis=1) * np.linalg.norm(q))
-    weights = np.exp(scale * sims - (scale * sims).max())
-    weights /= weights.sum()
-    expected = weights @ rows
-    cur.execute("SELECT biomedclip_embed_slide(%s, 'attention', biomedclip_embed_text('tumor tissue'), max_patches => 20)::real[]", (svs,))
-    ours = np.array(cur.fetchone()[0])
-    err = float(np.abs(ours - expected).max())
-    check("attention pooling equals numpy softmax(scale * cos) weighting", err < 1e-5, f"max abs diff {err:.2e}")
+
+    def numpy_attention(t):
+        weights = np.exp(t * sims - (t * sims).max())
+        weights /= weights.sum()
+        return weights @ rows
+
+    sql = ("SELECT biomedclip_embed_slide(%s, 'attention', biomedclip_embed_text('tumor tissue'), max_patches => 20"
+           "{})::real[]")
+    for t in (1.0, 10.0, 100.0):
+        cur.execute(sql.format(", temperature => %s"), (svs, t))
+        ours = np.array(cur.fetchone()[0])
+        err = float(np.abs(ours - numpy_attention(t)).max())
+        check(f"attention pooling at temperature {t:g} equals numpy softmax(t * cos) weighting", err < 1e-5,
+              f"max abs diff {err:.2e}")
+    cur.execute(sql.format(""), (svs,))
+    default = np.array(cur.fetchone()[0])
+    scale = float(np.exp(logit_scale))
+    err = float(np.abs(default - numpy_attention(scale)).max())
+    from_mean = float(np.abs(default - rows.mean(axis=0)).max())
+    check("default attention temperature is exp(logit_scale), and attention differs from the mean",
+          err < 1e-5 and from_mean > 1e-3,
+          f"exp(logit_scale) = {scale:.2f}: max abs diff {err:.2e}; distance from the mean {from_mean:.2e}")
 
 
 def main():

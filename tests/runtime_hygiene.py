@@ -3,9 +3,14 @@
 1. telemetry stays off: after inference the backend has no extra thread, and nothing appears
    under the postgres user's ~/.cache/Microsoft (where ONNX Runtime 1.32 writes telemetry);
 2. a cancel and a statement_timeout take effect quickly even inside one long ONNX Runtime call
-   (the watchdog terminates the call); the latencies are printed.
+   (the watchdog terminates the call), with SQLSTATE 57014; the latencies are printed;
+3. 20 pg_terminate_backend calls during long runs (texts, images, slides) never crash a backend:
+   the postmaster never restarts (an idle session survives, the start time is unchanged, the
+   log has no "terminated by signal");
+4. a cancel during a model load returns at once, and the next call loads the model;
+5. statement_timeout during image decoding and slide tiling (not only inference).
 
-Usage: runtime_hygiene.py PORT
+Usage: runtime_hygiene.py PORT [SERVER_LOG]
 """
 import os
 import pwd
@@ -20,6 +25,16 @@ BASE = ["psql", "-X", "-q", "-At", "-h", "127.0.0.1", "-p", PORT, "-U", "postgre
 # 256 texts of 256 tokens in one call: a single ONNX Runtime run of a few seconds on the tiny model.
 LONG_CALL = ("SET biomedclip.batch_size = 256; "
              "SELECT count(*) FROM unnest(biomedclip_embed_texts(array_fill(repeat('effusion ', 300), ARRAY[256])));")
+
+
+SHARED = os.path.realpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
+LOG = sys.argv[2] if len(sys.argv) > 2 else None
+
+
+def connect(**kw):
+    import psycopg
+
+    return psycopg.connect(host="127.0.0.1", port=PORT, user="postgres", dbname="biomedclip_regress", autocommit=True, **kw)
 
 
 def psql(sql, app="biomedclip_hygiene", check=True):
@@ -144,12 +159,136 @@ def no_network():
           f"{len(lines)} network syscalls traced, all on the client connection ({client_io}); offending: {bad[:3]}")
 
 
+def long_calls():
+    """Three kinds of long statement: a text batch, an image batch, slide patches."""
+    images = os.path.join(SHARED, "medpix", "images")
+    png = open(os.path.join(images, sorted(f for f in os.listdir(images) if f.endswith(".png"))[0]), "rb").read()
+    svs = open(os.path.join(SHARED, "wsi", "CMU-1-Small-Region.svs"), "rb").read()
+    return [
+        ("texts", LONG_CALL, None),
+        ("images", "SET biomedclip.batch_size = 32; SELECT count(*) FROM unnest(biomedclip_embed_images(array_fill(%s::bytea, ARRAY[400])))", png),
+        # Every patch of the real SVS, 30 times over (LATERAL: the call is re-run per outer row).
+        ("slide", "SET biomedclip.batch_size = 32; SELECT count(*) FROM generate_series(1, 30) g, "
+                  "LATERAL biomedclip_slide_patches(%s, max_patches => 100000, tissue_threshold => (0 * g)::float8)", svs),
+    ]
+
+
+def run_statement(sql, arg, app, out):
+    import psycopg
+
+    start = time.monotonic()
+    try:
+        with psycopg.connect(host="127.0.0.1", port=PORT, user="postgres", dbname="biomedclip_regress", autocommit=True,
+                             application_name=app) as c:
+            for part in sql.split("; "):
+                c.execute(part, (arg,) if "%s" in part else None)
+        out["error"] = None
+    except psycopg.Error as e:
+        out["error"] = e
+    out["elapsed"] = time.monotonic() - start
+
+
+def terminations():
+    import random
+
+    rng = random.Random(11)
+    calls = long_calls()
+    with connect() as idle:
+        idle_pid = idle.execute("SELECT pg_backend_pid()").fetchone()[0]
+        started = idle.execute("SELECT pg_postmaster_start_time()").fetchone()[0]
+        log_size = os.path.getsize(LOG) if LOG else 0
+        killed, kinds = 0, {}
+        for i in range(20):
+            name, sql, arg = calls[i % len(calls)]
+            out = {}
+            t = threading.Thread(target=run_statement, args=(sql, arg, "biomedclip_term", out))
+            t.start()
+            time.sleep(0.4 + rng.random() * 0.6)
+            n = idle.execute("SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+                             "WHERE application_name = 'biomedclip_term' AND state = 'active'").fetchone()[0]
+            t.join()
+            killed += n
+            kinds[name] = kinds.get(name, 0) + n
+            time.sleep(0.1)
+        same_pid = idle.execute("SELECT pg_backend_pid()").fetchone()[0] == idle_pid
+        same_start = idle.execute("SELECT pg_postmaster_start_time()").fetchone()[0] == started
+    crashes = []
+    if LOG:
+        with open(LOG, errors="replace") as f:
+            f.seek(log_size)
+            crashes = [l.strip() for l in f if "terminated by signal" in l or "was terminated" in l or "server process" in l and "exited" in l]
+    check("20 terminations during inference never crash a backend", killed >= 18 and same_pid and same_start and not crashes,
+          f"{killed} terminated mid-statement ({kinds}); idle session survived: {same_pid}; postmaster start unchanged: {same_start}; "
+          f"crash lines in the log: {crashes[:2]}")
+
+
+def cancel_during_load():
+    """A fresh backend loads the model inside its first call; a 1 ms statement_timeout must end
+    the load (not wait for it) with 57014, and the next call must load and work."""
+    import psycopg
+
+    with connect() as c:  # how long a load takes here, in a fresh backend
+        t0 = time.monotonic()
+        c.execute("SELECT biomedclip_load_model() IS NOT NULL")
+        plain_load_ms = (time.monotonic() - t0) * 1000
+    with connect() as c:
+        c.execute("SET statement_timeout = '1ms'")
+        start = time.monotonic()
+        try:
+            c.execute("SELECT biomedclip_embed_text('x')")
+            err = None
+        except psycopg.Error as e:
+            err = e
+        elapsed = (time.monotonic() - start) * 1000
+        c.execute("RESET statement_timeout")
+        t0 = time.monotonic()
+        dims = c.execute("SELECT embedding_dims(biomedclip_embed_text('x'))").fetchone()[0]
+        load_ms = (time.monotonic() - t0) * 1000
+    ok = err is not None and err.diag.sqlstate == "57014" and elapsed < min(100, plain_load_ms / 2) and dims == 512
+    check("statement_timeout during a model load ends it at once (57014), not after the load, and the next call loads", ok,
+          f"error {getattr(err, 'diag', None) and err.diag.sqlstate} after {elapsed:.0f} ms; a load alone takes {plain_load_ms:.0f} ms, "
+          f"load + call {load_ms:.0f} ms")
+
+
+def timeouts_in_decoding():
+    """statement_timeout while decoding images and cutting slide tiles, not only during inference."""
+    import psycopg
+
+    results = {}
+    for name, sql, arg in long_calls()[1:]:
+        out = {}
+        run_statement("SET statement_timeout = '300ms'; " + sql.split("; ", 1)[1], arg, "biomedclip_timeout", out)
+        e = out["error"]
+        results[name] = (e.diag.sqlstate if isinstance(e, psycopg.Error) else None, round(out["elapsed"] * 1000))
+    ok = all(code == "57014" and ms < 300 + 300 for code, ms in results.values())
+    check("statement_timeout during image decoding and slide tiling (57014)", ok, f"(SQLSTATE, ms incl. connect) {results}")
+
+
+def interrupted_sqlstate():
+    """A cancel inside inference reports 57014, never a generic external-routine error."""
+    import psycopg
+
+    out = {}
+    t = threading.Thread(target=run_statement, args=(LONG_CALL, None, "biomedclip_sqlstate", out))
+    t.start()
+    time.sleep(0.6)
+    psql("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = 'biomedclip_sqlstate' AND state = 'active'")
+    t.join()
+    e = out["error"]
+    code = e.diag.sqlstate if isinstance(e, psycopg.Error) else None
+    check("a cancelled inference reports SQLSTATE 57014", code == "57014", f"SQLSTATE {code}")
+
+
 telemetry()
 no_network()
 worker_threads_block_signals()
 long_call_really_is_long()
 cancel_latency()
 timeout_latency()
+interrupted_sqlstate()
+cancel_during_load()
+timeouts_in_decoding()
+terminations()
 failed = results.count(False)
 print(f"{len(results) - failed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

@@ -9,7 +9,14 @@ SELECT biomedclip_model_info() ->> 'name' AS name,
        biomedclip_model_info() ->> 'embed_dim' AS embed_dim,
        biomedclip_model_info() ->> 'execution_provider' AS provider,
        length(biomedclip_model_info() ->> 'manifest_sha256') AS sha_len;
--- Every load is recorded with the manifest hash that identifies the model bytes.
+-- Every load is recorded with the manifest hash that identifies the model bytes, by the registry
+-- background worker (never inside this statement): wait up to 10 s for its row.
+DO $$ BEGIN
+  FOR i IN 1..200 LOOP
+    EXIT WHEN EXISTS (SELECT 1 FROM biomedclip.models);
+    PERFORM pg_sleep(0.05);
+  END LOOP;
+END $$;
 SELECT name, precision, manifest_sha256 = biomedclip_model_info() ->> 'manifest_sha256' AS same_model,
        files ? 'image_encoder.onnx' AND files ? 'text_encoder.onnx' AND files ? 'tokenizer.json' AS all_files
 FROM biomedclip.models;

@@ -20,9 +20,17 @@ CREATE TEMP TABLE imgs AS
 SELECT f AS name, biomedclip_embed_image(pg_read_binary_file(:'shared' || '/biomedclip/example_images/' || f)) AS emb
 FROM unnest(ARRAY['brain_MRI.jpg', 'chest_X-ray.jpg', 'bone_X-ray.jpg', 'pie_chart.png']) f;
 SELECT count(*) AS labels, round(sum(probability)::numeric, 12) AS total, array_agg(rank ORDER BY rank) AS ranks,
-       bool_and(logit BETWEEN -100 AND 100) AS logits_in_range,
-       bool_and(probability <= (SELECT max(probability) FROM biomedclip_zero_shot((SELECT emb FROM imgs LIMIT 1), ARRAY['brain MRI', 'chest X-ray', 'pie chart']))) AS ordered
+       bool_and(logit BETWEEN -100 AND 100) AS logits_in_range
 FROM biomedclip_zero_shot((SELECT emb FROM imgs LIMIT 1), ARRAY['brain MRI', 'chest X-ray', 'pie chart']);
+-- Ranks follow probability: rank 1 has the highest, and each rank's probability is at least the
+-- next one's (checked on every image, with rank computed independently by row_number).
+SELECT count(*) AS rows_checked,
+       count(*) FILTER (WHERE z.rank <> z.expected_rank) AS misranked
+FROM imgs, LATERAL (SELECT rank, row_number() OVER (ORDER BY probability DESC) AS expected_rank
+                    FROM biomedclip_zero_shot(imgs.emb, ARRAY['brain MRI', 'chest X-ray', 'pie chart', 'bone X-ray'])) z;
+SELECT bool_and(p1 >= p_rest) AS rank1_highest
+FROM imgs, LATERAL (SELECT max(probability) FILTER (WHERE rank = 1) AS p1, max(probability) FILTER (WHERE rank > 1) AS p_rest
+                    FROM biomedclip_zero_shot(imgs.emb, ARRAY['brain MRI', 'chest X-ray', 'pie chart', 'bone X-ray'])) t;
 -- The table form and the logits form agree.
 SELECT (SELECT array_agg(round(logit::numeric, 9) ORDER BY label) FROM biomedclip_zero_shot(emb, ARRAY['brain MRI', 'pie chart'], ARRAY['this is a photo of {}', 'a photo of {}']))
      = (SELECT array_agg(round(x::numeric, 9) ORDER BY ord) FROM unnest(biomedclip_zero_shot_logits(emb, ARRAY['brain MRI', 'pie chart'], ARRAY['this is a photo of {}', 'a photo of {}'])) WITH ORDINALITY u(x, ord)) AS same
@@ -32,6 +40,19 @@ FROM imgs LIMIT 1;
 SELECT biomedclip_prompt_cache_misses() AS before \gset
 SELECT count(*) FROM imgs, biomedclip_zero_shot(emb, ARRAY['fracture', 'effusion', 'tumour'], ARRAY['this is a photo of {}', '{} presented in image']);
 SELECT biomedclip_prompt_cache_misses() - :before AS prompts_embedded;
+-- Switching to another model (same ONNX files, another manifest, so another SHA-256 and logit
+-- scale) embeds the same prompts again: the cache is keyed by the model, and the logits follow
+-- the new scale exactly (exp(3) instead of exp(ln 100)).
+\getenv rescaled BIOMEDCLIP_RESCALED_MODEL
+SELECT biomedclip_zero_shot_logits(emb, ARRAY['fracture'], ARRAY['this is a photo of {}'])::float8[] AS old_logits
+FROM imgs LIMIT 1 \gset
+SELECT biomedclip_prompt_cache_misses() AS before \gset
+SET biomedclip.model_dir = :'rescaled';
+SELECT round((biomedclip_zero_shot_logits(emb, ARRAY['fracture'], ARRAY['this is a photo of {}']))[1]::numeric, 6)
+     = round(((:'old_logits'::float8[])[1] / 100 * exp(3.0))::numeric, 6) AS logits_follow_the_new_scale
+FROM imgs LIMIT 1;
+SELECT biomedclip_prompt_cache_misses() - :before AS prompts_embedded_again;
+RESET biomedclip.model_dir;
 -- Bad input.
 SELECT * FROM biomedclip_zero_shot((SELECT emb FROM imgs LIMIT 1), ARRAY[]::text[]);
 SELECT * FROM biomedclip_zero_shot((SELECT emb FROM imgs LIMIT 1), ARRAY['a', NULL]);
