@@ -66,6 +66,9 @@ echo "== security: search_path traps, catalog privilege sweep, model-load regist
 echo "== upgrade from the previous release, pg_dump and restore"
 "$ROOT/target/pyenv/bin/python" tests/upgrade_suite.py "$PORT"
 
+echo "== pgvector 0.8.6's own SQL tests against pgvector and against embedding, side by side"
+"$ROOT/target/pyenv/bin/python" tests/pgvector_parity.py "$PORT"
+
 echo "== ONNX Runtime hygiene in backends (telemetry, cancel, timeout, terminations, load cancel)"
 "$ROOT/target/pyenv/bin/python" tests/runtime_hygiene.py "$PORT" "$work/data/server.log"
 

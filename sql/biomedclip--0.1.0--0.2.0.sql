@@ -3,6 +3,10 @@
 \echo Use "ALTER EXTENSION biomedclip UPDATE TO '0.2.0'" to load this file. \quit
 
 -- Vector types: pgvector parity.
+-- A type category of their own, embedding preferred (CREATE TYPE ... CATEGORY, PREFERRED in a
+-- fresh install; ALTER TYPE cannot change them): embedding_norm('[3,4]') is no longer ambiguous.
+UPDATE pg_catalog.pg_type SET typcategory = 'Q', typispreferred = true WHERE oid = '@extschema@.embedding'::pg_catalog.regtype;
+UPDATE pg_catalog.pg_type SET typcategory = 'Q' WHERE oid = '@extschema@.halfembedding'::pg_catalog.regtype;
 -- embedding: || concatenation (within the dimension limit) and numeric[] casts (pgvector parity).
 CREATE FUNCTION embedding_concat(embedding, embedding) RETURNS embedding
     AS 'MODULE_PATHNAME', 'embedding_concat_wrapper' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;

@@ -29,7 +29,11 @@ CREATE TYPE embedding (
     TYPMOD_IN = embedding_typmod_in,
     RECEIVE   = embedding_recv,
     SEND      = embedding_send,
-    STORAGE   = main
+    STORAGE   = main,
+    -- A category of their own, embedding preferred: embedding_norm('[3,4]') resolves to the
+    -- embedding function instead of being ambiguous between the two types.
+    CATEGORY  = 'Q',
+    PREFERRED = true
 );
 
 -- Typmod coercion: embedding(n) enforces its dimension count on insert and on cast.
@@ -168,7 +172,8 @@ CREATE TYPE halfembedding (
     TYPMOD_IN = halfembedding_typmod_in,
     RECEIVE   = halfembedding_recv,
     SEND      = halfembedding_send,
-    STORAGE   = main
+    STORAGE   = main,
+    CATEGORY  = 'Q'
 );
 
 -- Typmod coercion: halfembedding(n) enforces its dimension count on insert and on cast.

@@ -3,7 +3,8 @@
 //! Label embeddings are cached per backend in an LRU keyed by (model SHA-256, prompt text), so
 //! scoring the same label set over many images embeds each prompt once per backend.
 
-use crate::model_cache::{self, raise_text_error};
+use crate::model_cache::{self, raise, raise_text_error};
+use pgrx::PgSqlErrorCode::*;
 use crate::vector_datum::PgVector;
 use biomedclip_core::calibration::{self, Sample};
 use biomedclip_core::zero_shot;
@@ -71,17 +72,17 @@ fn prompt_embeddings(model_sha: &str, prompts: &[String]) -> Vec<Vec<f32>> {
 
 fn strings(arr: &Array<&str>, what: &str) -> Vec<String> {
     arr.iter()
-        .map(|x| x.map(str::to_string).unwrap_or_else(|| error!("{what} must not contain NULL")))
+        .map(|x| x.map(str::to_string).unwrap_or_else(|| raise(ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("{what} must not contain NULL"))))
         .collect()
 }
 
 /// Logits of `image` against each label (prompt-ensembled over `templates`).
 fn label_logits(image: &PgVector<f32>, labels: &[String], templates: &[String]) -> (String, Vec<f64>) {
     if labels.is_empty() {
-        error!("labels must not be empty");
+        raise(ERRCODE_INVALID_PARAMETER_VALUE, "labels must not be empty".into());
     }
     if templates.is_empty() {
-        error!("templates must not be empty");
+        raise(ERRCODE_INVALID_PARAMETER_VALUE, "templates must not be empty".into());
     }
     let (sha, logit_scale, dim) = model_cache::with_model(|m| (m.verified.manifest_sha256.clone(), m.verified.manifest.logit_scale, m.verified.manifest.embed_dim));
     crate::vector_datum::check_same_dims(image.dims(), dim);
@@ -115,19 +116,19 @@ fn load_calibration(name: &str, model_sha: &str, labels: &[String], templates: &
     }))
     .unwrap_or_else(|e| error!("cannot read biomedclip.calibrations: {e}"));
     let Some((sha, cal_labels, cal_templates, temperature)) = row else {
-        error!("calibration \"{name}\" does not exist in biomedclip.calibrations");
+        raise(ERRCODE_UNDEFINED_OBJECT, format!("calibration \"{name}\" does not exist in biomedclip.calibrations"));
     };
     if sha != model_sha {
-        error!("calibration \"{name}\" was fitted for model {sha}, but the active model is {model_sha}");
+        raise(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, format!("calibration \"{name}\" was fitted for model {sha}, but the active model is {model_sha}"));
     }
     if cal_labels != labels {
-        error!("calibration \"{name}\" was fitted for labels {cal_labels:?}, not {labels:?}");
+        raise(ERRCODE_INVALID_PARAMETER_VALUE, format!("calibration \"{name}\" was fitted for labels {cal_labels:?}, not {labels:?}"));
     }
     if cal_templates != templates {
-        error!("calibration \"{name}\" was fitted for templates {cal_templates:?}, not {templates:?}");
+        raise(ERRCODE_INVALID_PARAMETER_VALUE, format!("calibration \"{name}\" was fitted for templates {cal_templates:?}, not {templates:?}"));
     }
     if !(temperature.is_finite() && temperature > 0.0) {
-        error!("calibration \"{name}\" has an invalid temperature {temperature}");
+        raise(ERRCODE_DATA_CORRUPTED, format!("calibration \"{name}\" has an invalid temperature {temperature}"));
     }
     Calibration { temperature }
 }
@@ -159,9 +160,9 @@ fn biomedclip_zero_shot_logits(image: PgVector<f32>, labels: Array<&str>, templa
 #[pg_extern(sql = false)]
 fn biomedclip_softmax(logits: Array<f64>, temperature: f64) -> Vec<f64> {
     if !(temperature.is_finite() && temperature > 0.0) {
-        error!("temperature must be positive and finite, got {temperature}");
+        raise(ERRCODE_INVALID_PARAMETER_VALUE, format!("temperature must be positive and finite, got {temperature}"));
     }
-    let v: Vec<f64> = logits.iter().map(|x| x.unwrap_or_else(|| error!("logits must not contain NULL"))).collect();
+    let v: Vec<f64> = logits.iter().map(|x| x.unwrap_or_else(|| raise(ERRCODE_NULL_VALUE_NOT_ALLOWED, "logits must not contain NULL".into()))).collect();
     calibration::softmax(&v, temperature)
 }
 
@@ -182,7 +183,7 @@ pub struct CalibrationState {
 unsafe fn agg_context(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::MemoryContext {
     let mut ctx: pg_sys::MemoryContext = std::ptr::null_mut();
     if pg_sys::AggCheckCallContext(fcinfo, &mut ctx) == 0 {
-        error!("biomedclip calibration functions can only be called as aggregates");
+        raise(ERRCODE_FEATURE_NOT_SUPPORTED, "biomedclip calibration functions can only be called as aggregates".into());
     }
     ctx
 }
@@ -214,9 +215,9 @@ fn accumulate(mut state: Internal, logits: Option<Array<f64>>, true_index: Optio
             st.bins = Some(b);
         }
         if let (Some(logits), Some(idx)) = (logits, true_index) {
-            let v: Vec<f64> = logits.iter().map(|x| x.unwrap_or_else(|| error!("logits must not contain NULL"))).collect();
+            let v: Vec<f64> = logits.iter().map(|x| x.unwrap_or_else(|| raise(ERRCODE_NULL_VALUE_NOT_ALLOWED, "logits must not contain NULL".into()))).collect();
             if idx < 1 || idx as usize > v.len() {
-                error!("true_index {idx} is outside 1..{} (it is 1-based, like SQL arrays)", v.len());
+                raise(ERRCODE_ARRAY_ELEMENT_ERROR, format!("true_index {idx} is outside 1..{} (it is 1-based, like SQL arrays)", v.len()));
             }
             st.samples.push(Sample { logits: v, true_index: idx as usize - 1 });
         }
@@ -230,7 +231,7 @@ fn biomedclip_fit_temperature_final(state: Internal) -> Option<JsonB> {
     if st.samples.is_empty() {
         return None;
     }
-    let fit = calibration::fit(&st.samples).unwrap_or_else(|e| error!("cannot fit a temperature: {e}"));
+    let fit = calibration::fit(&st.samples).unwrap_or_else(|e| raise(ERRCODE_INVALID_PARAMETER_VALUE, format!("cannot fit a temperature: {e}")));
     Some(JsonB(serde_json::to_value(fit).expect("fit serializes")))
 }
 
@@ -240,10 +241,10 @@ fn biomedclip_reliability_final(state: Internal) -> Option<JsonB> {
     if st.samples.is_empty() {
         return None;
     }
-    calibration::validate(&st.samples).unwrap_or_else(|e| error!("{e}"));
+    calibration::validate(&st.samples).unwrap_or_else(|e| raise(ERRCODE_INVALID_PARAMETER_VALUE, e.to_string()));
     let bins = st.bins.unwrap_or(15);
     if !(1..=1000).contains(&bins) {
-        error!("bins must be between 1 and 1000, got {bins}");
+        raise(ERRCODE_INVALID_PARAMETER_VALUE, format!("bins must be between 1 and 1000, got {bins}"));
     }
     let table = calibration::reliability(&st.samples, 1.0, bins as usize);
     Some(JsonB(serde_json::to_value(table).expect("bins serialize")))

@@ -79,6 +79,11 @@ CATALOG = {
     "table ACLs and comments": """
         SELECT c.relname, coalesce(c.relacl::text, ''), coalesce(obj_description(c.oid, 'pg_class'), '')
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'biomedclip' ORDER BY 1""",
+    "types": """
+        SELECT t.typname, t.typcategory, t.typispreferred, t.typstorage, t.typalign, t.typlen,
+               t.typinput::text, t.typoutput::text, t.typreceive::text, t.typsend::text, t.typmodin::text
+        FROM pg_type t JOIN pg_depend d ON d.classid = 'pg_type'::regclass AND d.objid = t.oid AND d.deptype = 'e'
+        JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'biomedclip' ORDER BY 1""",
     "config dump": """
         SELECT unnest(extconfig)::regclass::text FROM pg_extension WHERE extname = 'biomedclip' ORDER BY 1""",
     "function comments": """

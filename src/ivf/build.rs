@@ -57,7 +57,7 @@ unsafe fn typmod_dims(index: pg_sys::Relation) -> Option<usize> {
 
 pub fn check_dims(found: usize, expected: usize) {
     if found != expected {
-        error!("ivf: expected {expected} dimensions, not {found}");
+        crate::model_cache::raise(pgrx::PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, format!("ivf: expected {expected} dimensions, not {found}"));
     }
 }
 
@@ -202,7 +202,7 @@ unsafe fn train(heap: pg_sys::Relation, index: pg_sys::Relation, info: *mut pg_s
     let dims = st.dims.unwrap_or(1);
     let max = pages::max_dims(opclass.element);
     if dims > max {
-        error!("ivf: {dims} dimensions exceed the index limit of {max} for this type");
+        crate::model_cache::raise(pgrx::PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED, format!("ivf: {dims} dimensions exceed the index limit of {max} for this type"));
     }
     let wanted = handler::lists_option(index);
     let lists = if wanted > 0 { wanted } else { super::default_lists(st.seen as f64) };
@@ -232,8 +232,14 @@ unsafe fn write_index(heap: pg_sys::Relation, index: pg_sys::Relation, info: *mu
     pages::init_page(pg_sys::BufferGetPage(meta_buf));
     pg_sys::MarkBufferDirty(meta_buf);
     pg_sys::UnlockReleaseBuffer(meta_buf);
-    let (first_list_blkno, locations) = pages::write_lists(index, fork, &centroids, dims);
-    let meta = Meta { dims, lists, opclass, first_list_blkno };
+    // Centroids are stored in the column's precision: round them first, so that the build assigns
+    // rows with exactly the centroids that inserts and scans will read back.
+    let centroids: Vec<f32> = match opclass.element {
+        super::Element::F16 => centroids.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect(),
+        super::Element::F32 => centroids,
+    };
+    let (first_list_blkno, locations) = pages::write_lists(index, fork, &centroids, dims, opclass.element);
+    let meta = Meta { dims, lists, opclass, first_list_blkno, centroid_element: opclass.element };
 
     let mut st = LoadState {
         opclass,

@@ -6,7 +6,8 @@ use pgrx::prelude::*;
 use pgrx::{Internal, PgBox};
 use std::ffi::c_char;
 
-/// `WITH (lists = N)`; 0 means "choose from the row count at build time".
+/// `WITH (lists = N)`, 1 to 32,768 as in pgvector; unset (stored as 0) means "choose from the row
+/// count at build time".
 #[repr(C)]
 pub struct IvfOptions {
     vl_len_: i32,
@@ -21,9 +22,9 @@ pub fn register_reloptions() {
         pg_sys::add_int_reloption(
             RELOPT_KIND,
             c"lists".as_ptr(),
-            c"Number of inverted lists (0: rows/1000 up to 1M rows, then sqrt(rows))".as_ptr(),
+            c"Number of inverted lists (unset: rows/1000 up to 1M rows, then sqrt(rows))".as_ptr(),
             0,
-            0,
+            1,
             32768,
             pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE,
         );

@@ -7,7 +7,8 @@
 //! * **Block 0, the metapage**: magic, layout version, dimensions, number of lists, the
 //!   opclass code (metric and element type) and where the list pages start.
 //! * **List pages** (blocks 1..): one item per list: the first and the current insert page
-//!   of the list's chain, and the list centroid (always f32).
+//!   of the list's chain, and the list centroid in the column's precision (layout 3; indexes built
+//!   by 0.1.0, layout 2, have f32 centroids and are still read).
 //! * **Data pages**: one chain per list, linked by `next`. Each item is an `IndexTupleData`
 //!   header (the heap TID and the item size), the vector's squared norm (f32, so that a cosine
 //!   distance costs one dot product), then the vector elements in the column's own precision,
@@ -175,8 +176,20 @@ pub fn to_f32(element: Element, bytes: &[u8]) -> Vec<f32> {
 }
 
 pub static PROBES: GucSetting<i32> = GucSetting::<i32>::new(10);
-pub static ITERATIVE_SCAN: GucSetting<bool> = GucSetting::<bool>::new(true);
-pub static MAX_PROBES: GucSetting<i32> = GucSetting::<i32>::new(-1);
+/// `ivf.iterative_scan`: `off`, or `relaxed_order` (pgvector's name; results across batches
+/// are in relaxed order, as pgvector's relaxed_order) with `on` kept as its alias.
+#[derive(pgrx::PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum IterativeScan {
+    #[name = c"off"]
+    Off,
+    #[name = c"on"]
+    On,
+    #[name = c"relaxed_order"]
+    RelaxedOrder,
+}
+
+pub static ITERATIVE_SCAN: GucSetting<IterativeScan> = GucSetting::<IterativeScan>::new(IterativeScan::On);
+pub static MAX_PROBES: GucSetting<i32> = GucSetting::<i32>::new(32768);
 
 pub fn register_settings() {
     GucRegistry::define_int_guc(
@@ -189,9 +202,9 @@ pub fn register_settings() {
         GucContext::Userset,
         GucFlags::default(),
     );
-    GucRegistry::define_bool_guc(
+    GucRegistry::define_enum_guc(
         c"ivf.iterative_scan",
-        c"Continue into further lists, nearest first, when filters or row-level security reject rows.",
+        c"Continue into further lists, nearest first, when filters or row-level security reject rows: off, on or relaxed_order (the same).",
         c"Stops when the query has its rows or after ivf.max_probes lists.",
         &ITERATIVE_SCAN,
         GucContext::Userset,
@@ -199,10 +212,10 @@ pub fn register_settings() {
     );
     GucRegistry::define_int_guc(
         c"ivf.max_probes",
-        c"Most lists an iterative ivf scan reads (-1: all lists).",
-        c"",
+        c"Most lists an iterative ivf scan reads (the default, 32768, is every list: an index has at most 32,768).",
+        c"Never below ivf.probes.",
         &MAX_PROBES,
-        -1,
+        1,
         32768,
         GucContext::Userset,
         GucFlags::default(),

@@ -6,7 +6,10 @@ use std::mem::size_of;
 
 pub const META_BLKNO: BlockNumber = 0;
 pub const MAGIC: u32 = 0x4956_4631; // "IVF1"
-pub const VERSION: u32 = 2;
+/// Layout 3 stores each list's centroid in the column's precision (f16 for halfembedding, so
+/// 4,000-dimension half indexes fit); layout 2 (0.1.0) stored f32 centroids and is still read.
+pub const VERSION: u32 = 3;
+const F32_CENTROIDS_VERSION: u32 = 2;
 pub const PAGE_ID: u16 = 0xFF91;
 pub const INVALID_BLOCK: BlockNumber = pg_sys::InvalidBlockNumber;
 const P_NEW: BlockNumber = pg_sys::InvalidBlockNumber;
@@ -46,6 +49,8 @@ pub struct Meta {
     pub lists: usize,
     pub opclass: OpClass,
     pub first_list_blkno: BlockNumber,
+    /// How centroids are stored: the column's element (layout 3) or f32 (layout 2).
+    pub centroid_element: Element,
 }
 
 /// One list: where its tuple lives, its chain, and its centroid.
@@ -67,7 +72,14 @@ pub fn max_dims(element: Element) -> usize {
     let usable = pg_sys::BLCKSZ as usize - maxalign(size_of::<pg_sys::PageHeaderData>()) - size_of::<PageOpaque>() - 8;
     let by_page = (usable - ITEM_HEADER) / element.size();
     let by_tinfo = (pg_sys::INDEX_SIZE_MASK as usize - ITEM_HEADER) / element.size();
-    by_page.min(by_tinfo).min(biomedclip_core::vector_format::MAX_DIM)
+    // The list tuple (chain pointers + centroid in the column's precision) must fit too; the
+    // limits are pgvector's (2,000 for vector, 4,000 for halfvec), which both fit.
+    let by_list = (usable - 8 - 8) / element.size();
+    let documented = match element {
+        Element::F32 => 2000,
+        Element::F16 => 4000,
+    };
+    by_page.min(by_tinfo).min(by_list).min(documented)
 }
 
 pub unsafe fn opaque(page: Page) -> *mut PageOpaque {
@@ -121,14 +133,16 @@ pub unsafe fn read_meta(index: pg_sys::Relation) -> Meta {
     if data.magic != MAGIC {
         pgrx::error!("ivf index \"{}\" has no valid metapage", relname(index));
     }
-    if data.version != VERSION {
-        pgrx::error!("ivf index \"{}\" has layout version {}, this build reads {}; REINDEX it", relname(index), data.version, VERSION);
+    if data.version != VERSION && data.version != F32_CENTROIDS_VERSION {
+        pgrx::error!("ivf index \"{}\" has layout version {}, this build reads {} and {}; REINDEX it", relname(index), data.version, F32_CENTROIDS_VERSION, VERSION);
     }
+    let opclass = OpClass::from_code(data.opclass).unwrap_or_else(|| pgrx::error!("ivf: corrupt metapage"));
     Meta {
         dims: data.dims as usize,
         lists: data.lists as usize,
-        opclass: OpClass::from_code(data.opclass).unwrap_or_else(|| pgrx::error!("ivf: corrupt metapage")),
+        opclass,
         first_list_blkno: data.first_list_blkno,
+        centroid_element: if data.version == F32_CENTROIDS_VERSION { Element::F32 } else { opclass.element },
     }
 }
 
@@ -140,26 +154,29 @@ unsafe fn add_item(page: Page, item: &[u8]) -> OffsetNumber {
     pg_sys::PageAddItemExtended(page, item.as_ptr() as pg_sys::Item, item.len(), pg_sys::InvalidOffsetNumber, 0)
 }
 
-fn list_item(start: BlockNumber, insert: BlockNumber, centroid: &[f32]) -> Vec<u8> {
-    let mut item = Vec::with_capacity(size_of::<ListHeader>() + centroid.len() * 4);
+fn list_item(start: BlockNumber, insert: BlockNumber, centroid: &[f32], element: Element) -> Vec<u8> {
+    let mut item = Vec::with_capacity(size_of::<ListHeader>() + centroid.len() * element.size());
     item.extend_from_slice(&start.to_ne_bytes());
     item.extend_from_slice(&insert.to_ne_bytes());
-    for x in centroid {
-        item.extend_from_slice(&x.to_ne_bytes());
+    for &x in centroid {
+        match element {
+            Element::F32 => item.extend_from_slice(&x.to_ne_bytes()),
+            Element::F16 => item.extend_from_slice(&half::f16::from_f32(x).to_bits().to_ne_bytes()),
+        }
     }
     item
 }
 
 /// Writes list pages for `centroids` starting at the next block of `fork` (no WAL: callers
 /// log the pages). Returns the first list block and each list's location.
-pub unsafe fn write_lists(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, centroids: &[f32], dims: usize) -> (BlockNumber, Vec<(BlockNumber, OffsetNumber)>) {
+pub unsafe fn write_lists(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, centroids: &[f32], dims: usize, element: Element) -> (BlockNumber, Vec<(BlockNumber, OffsetNumber)>) {
     let mut locations = Vec::new();
     let mut buf = new_buffer(index, fork);
     let first = pg_sys::BufferGetBlockNumber(buf);
     let mut page = pg_sys::BufferGetPage(buf);
     init_page(page);
     for centroid in centroids.chunks_exact(dims) {
-        let item = list_item(INVALID_BLOCK, INVALID_BLOCK, centroid);
+        let item = list_item(INVALID_BLOCK, INVALID_BLOCK, centroid, element);
         if pg_sys::PageGetFreeSpace(page) < maxalign(item.len()) {
             let next = new_buffer(index, fork);
             (*opaque(page)).next = pg_sys::BufferGetBlockNumber(next);
@@ -190,10 +207,11 @@ pub unsafe fn read_lists(index: pg_sys::Relation, meta: &Meta) -> Vec<ListEntry>
         for off in 1..=pg_sys::PageGetMaxOffsetNumber(page) {
             let item = pg_sys::PageGetItem(page, pg_sys::PageGetItemId(page, off)) as *const u8;
             let header = (item as *const ListHeader).read_unaligned();
-            let centroid = std::slice::from_raw_parts(item.add(size_of::<ListHeader>()), meta.dims * 4)
-                .chunks_exact(4)
-                .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
+            let bytes = std::slice::from_raw_parts(item.add(size_of::<ListHeader>()), meta.dims * meta.centroid_element.size());
+            let centroid = match meta.centroid_element {
+                Element::F32 => bytes.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect(),
+                Element::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_bits(u16::from_ne_bytes([c[0], c[1]])).to_f32()).collect(),
+            };
             out.push(ListEntry { blkno, offset: off, start: header.start, insert: header.insert, centroid });
         }
         blkno = (*opaque(page)).next;

@@ -61,6 +61,10 @@ pub unsafe extern "C-unwind" fn amrescan(scan: pg_sys::IndexScanDesc, _keys: pg_
         let key = &*orderbys;
         if key.sk_flags & pg_sys::SK_ISNULL as i32 == 0 {
             st.query = datum_vector(OpClass { metric: Metric::L2, element: st.opclass.element }, key.sk_argument, false);
+        } else {
+            // A NULL query vector scans as the zero vector, as pgvector does: every indexed row
+            // comes back (the order is that of the distances to zero), rather than none.
+            st.query = Some(vec![0u8; st.dims * st.opclass.element.size()]);
         }
     }
     let Some(query) = &st.query else { return };
@@ -72,11 +76,8 @@ pub unsafe extern "C-unwind" fn amrescan(scan: pg_sys::IndexScanDesc, _keys: pg_
     ranked.sort_by(|a, b| a.0.total_cmp(&b.0));
     st.lists = ranked.into_iter().map(|(_, start)| start).collect();
     let probes = super::PROBES.get().max(1) as usize;
-    st.max_lists = if super::ITERATIVE_SCAN.get() {
-        match super::MAX_PROBES.get() {
-            -1 => st.lists.len(),
-            m => (m.max(probes as i32) as usize).min(st.lists.len()),
-        }
+    st.max_lists = if super::ITERATIVE_SCAN.get() != super::IterativeScan::Off {
+        (super::MAX_PROBES.get().max(probes as i32) as usize).min(st.lists.len())
     } else {
         probes.min(st.lists.len())
     };

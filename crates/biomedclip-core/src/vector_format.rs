@@ -116,18 +116,9 @@ impl Element for f16 {
         f16::to_f32(self)
     }
     fn push_shortest(self, out: &mut String) {
-        // The f32 shortest form of a half value has up to 9 digits ("0.099975586"); search for
-        // the fewest significant digits that still round to the same half ("0.1").
-        let x = self.to_f32();
-        for digits in 0..9 {
-            let candidate = format!("{x:.digits$e}");
-            let back: f32 = candidate.parse().expect("formatted float parses");
-            if f16::from_f32(back) == self {
-                push_shortest_f32(out, back);
-                return;
-            }
-        }
-        push_shortest_f32(out, x)
+        // As pgvector's halfvec: the float4 text of the half's exact value ("1.234375" for the
+        // half nearest 1.23456, "65504"), so the text says exactly what is stored.
+        push_shortest_f32(out, self.to_f32())
     }
     fn to_be_bytes_vec(self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.to_bits().to_be_bytes());

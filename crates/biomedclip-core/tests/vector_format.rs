@@ -47,9 +47,9 @@ fn formats_like_pgvector() {
     assert_eq!(format_text(&[1.0f32, -2.5, 0.0]), "[1,-2.5,0]");
     assert_eq!(format_text(&[1e-40f32]), "[1e-40]");
     assert_eq!(format_text(&[f16::from_f32(0.5)]), "[0.5]");
-    // Shortest decimal that maps back to the same half, not the f32 expansion 0.099975586
-    // (numpy prints float16 the same way: 65504 is "65500").
-    assert_eq!(format_text(&[f16::from_f32(0.1), f16::from_f32(-0.3), f16::from_f32(65504.0)]), "[0.1,-0.3,65500]");
+    // As pgvector's halfvec: the float4 text of the half's exact value (pgvector 0.8.6 prints
+    // '[0.1,-0.3,65519]'::halfvec as [0.099975586,-0.30004883,65504]).
+    assert_eq!(format_text(&[f16::from_f32(0.1), f16::from_f32(-0.3), f16::from_f32(65504.0)]), "[0.099975586,-0.30004883,65504]");
 }
 
 proptest! {
