@@ -136,7 +136,9 @@ def setup():
         for name in DECISIONS:
             for (oid,) in c.execute("SELECT oid::regprocedure FROM pg_proc WHERE proname = %s AND prokind = 'f'", (name,)).fetchall():
                 c.execute(f"GRANT EXECUTE ON FUNCTION {oid} TO attacker")
-        c.execute("GRANT SELECT ON biomedclip.models, biomedclip.model_activity TO attacker")
+        c.execute("GRANT SELECT ON biomedclip.models TO attacker")
+        if c.execute("SELECT to_regclass('biomedclip.model_activity')").fetchone()[0]:  # absent before 0.2.0
+            c.execute("GRANT SELECT ON biomedclip.model_activity TO attacker")
         c.execute("GRANT INSERT, UPDATE ON biomedclip.calibrations TO attacker")  # as a calibration steward
     with connect("attacker") as c:
         c.execute(TRAPS)
