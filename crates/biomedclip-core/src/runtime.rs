@@ -138,8 +138,10 @@ pub struct LocalModel {
     pub verified: VerifiedModel,
     pub tokenizer: TextTokenizer,
     pub preprocess: PreprocessConfig,
-    /// What actually runs the model, e.g. "cpu" or "cpu (cuda unavailable: ...)".
+    /// What actually runs the model: "cpu" or "cuda".
     pub provider_in_use: String,
+    /// Why `auto` fell back to the CPU ("cuda unavailable: ..."), if it did.
+    pub provider_fallback: Option<String>,
     // Shared with the thread that runs each call (see `run_watched`).
     image: Arc<Mutex<Session>>,
     text: Arc<Mutex<Session>>,
@@ -208,32 +210,8 @@ impl LocalModel {
         if interrupt.is_pending() {
             return Err(ModelError::Interrupted);
         }
-        let (tx, rx) = mpsc::channel();
         let (dir, cfg) = (dir.to_path_buf(), cfg.clone());
-        let spawned = with_signals_blocked(|| {
-            std::thread::Builder::new().name("biomedclip-load".into()).spawn(move || {
-                let _ = tx.send(LocalModel::load(&dir, &cfg));
-            })
-        });
-        let handle = spawned.map_err(|e| ModelError::Runtime(format!("cannot start the model-loading thread: {e}")))?;
-        loop {
-            match rx.recv_timeout(Duration::from_millis(1)) {
-                Ok(model) => {
-                    let _ = handle.join();
-                    return model;
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if interrupt.is_pending() {
-                        crate::inflight::track(handle, None);
-                        return Err(ModelError::Interrupted);
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let _ = handle.join();
-                    return Err(ModelError::Runtime("the model-loading thread failed".into()));
-                }
-            }
-        }
+        watched("model-loading", move || LocalModel::load(&dir, &cfg), None, interrupt)
     }
 
     fn load_keeping_bytes(dir: &Path, cfg: &RuntimeConfig) -> Result<LocalModel, ModelError> {
@@ -241,18 +219,20 @@ impl LocalModel {
         let m = &verified.manifest;
         let tokenizer = TextTokenizer::from_bytes(&verified.tokenizer_json, m.text.context_length)
             .map_err(|e| ModelError::BadManifest(format!("tokenizer.json: {e}")))?;
-        let (image, text, provider_in_use) = match cfg.provider {
-            Provider::Cpu => (session_for(&verified.image_encoder, cfg, false)?, session_for(&verified.text_encoder, cfg, false)?, "cpu".to_string()),
-            Provider::Cuda => (session_for(&verified.image_encoder, cfg, true)?, session_for(&verified.text_encoder, cfg, true)?, "cuda".to_string()),
+        let (image, text, provider_in_use, provider_fallback) = match cfg.provider {
+            Provider::Cpu => (session_for(&verified.image_encoder, cfg, false)?, session_for(&verified.text_encoder, cfg, false)?, "cpu", None),
+            Provider::Cuda => (session_for(&verified.image_encoder, cfg, true)?, session_for(&verified.text_encoder, cfg, true)?, "cuda", None),
             Provider::Auto => match session_for(&verified.image_encoder, cfg, true) {
-                Ok(image) => (image, session_for(&verified.text_encoder, cfg, true)?, "cuda".to_string()),
+                Ok(image) => (image, session_for(&verified.text_encoder, cfg, true)?, "cuda", None),
                 Err(e) => (
                     session_for(&verified.image_encoder, cfg, false)?,
                     session_for(&verified.text_encoder, cfg, false)?,
-                    format!("cpu (cuda unavailable: {e})"),
+                    "cpu",
+                    Some(format!("cuda unavailable: {e}")),
                 ),
             },
         };
+        let provider_in_use = provider_in_use.to_string();
         check_names("image_encoder.onnx", &image, &[&m.image.input], &m.image.output)?;
         check_names("text_encoder.onnx", &text, &[&m.text.input_ids, &m.text.attention_mask], &m.text.output)?;
         let preprocess = PreprocessConfig { image_size: m.image.size, mean: m.image.mean, std: m.image.std };
@@ -261,7 +241,7 @@ impl LocalModel {
             *bytes = Vec::new();
         }
         let (image, text) = (Arc::new(Mutex::new(image)), Arc::new(Mutex::new(text)));
-        Ok(LocalModel { verified, tokenizer, preprocess, provider_in_use, image, text })
+        Ok(LocalModel { verified, tokenizer, preprocess, provider_in_use, provider_fallback, image, text })
     }
 
     fn embed_dim(&self) -> usize {
@@ -298,24 +278,39 @@ fn run_watched(
             .map_err(|e| ModelError::Runtime(e.to_string()))?;
     }
     let options = Arc::new(options);
-    let (tx, rx) = mpsc::channel();
     let (session, run_options, output) = (Arc::clone(session), Arc::clone(&options), output.to_string());
+    let run = move || {
+        let err = |e: ort::Error| ModelError::Runtime(e.to_string());
+        let mut session = session.lock().unwrap_or_else(|p| p.into_inner());
+        session.run_with_options(inputs, &*run_options).map_err(err).and_then(|outputs| {
+            let value = outputs
+                .get(&output)
+                .ok_or_else(|| ModelError::Runtime(format!("model produced no output named {output}")))?;
+            let (shape, data) = value.try_extract_tensor::<f32>().map_err(err)?;
+            check_output(&output, shape, data, rows, embed_dim)?;
+            Ok(data.chunks_exact(embed_dim).map(crate::vector_ops::l2_normalize).collect::<Vec<_>>())
+        })
+    };
+    watched("inference", run, Some(options), interrupt)
+}
+
+/// Runs `work` on a thread of its own (signals blocked, so the host's handlers never run there)
+/// and waits for it, polling `interrupt` every millisecond. On an interrupt the caller gets
+/// [`ModelError::Interrupted`] at once; a run is told to terminate through `options`, and the
+/// thread is tracked so that `inflight::shutdown` joins it before the process exits.
+fn watched<T: Send + 'static>(
+    what: &str,
+    work: impl FnOnce() -> Result<T, ModelError> + Send + 'static,
+    options: Option<Arc<RunOptions>>,
+    interrupt: &Interrupt,
+) -> Result<T, ModelError> {
+    let (tx, rx) = mpsc::channel();
     let spawned = with_signals_blocked(|| {
-        std::thread::Builder::new().name("biomedclip-ort".into()).spawn(move || {
-            let err = |e: ort::Error| ModelError::Runtime(e.to_string());
-            let mut session = session.lock().unwrap_or_else(|p| p.into_inner());
-            let result = session.run_with_options(inputs, &*run_options).map_err(err).and_then(|outputs| {
-                let value = outputs
-                    .get(&output)
-                    .ok_or_else(|| ModelError::Runtime(format!("model produced no output named {output}")))?;
-                let (shape, data) = value.try_extract_tensor::<f32>().map_err(err)?;
-                check_output(&output, shape, data, rows, embed_dim)?;
-                Ok(data.chunks_exact(embed_dim).map(crate::vector_ops::l2_normalize).collect::<Vec<_>>())
-            });
-            let _ = tx.send(result);
+        std::thread::Builder::new().name(format!("biomedclip-{what}")).spawn(move || {
+            let _ = tx.send(work());
         })
     });
-    let handle = spawned.map_err(|e| ModelError::Runtime(format!("cannot start the inference thread: {e}")))?;
+    let handle = spawned.map_err(|e| ModelError::Runtime(format!("cannot start the {what} thread: {e}")))?;
     loop {
         match rx.recv_timeout(Duration::from_millis(1)) {
             Ok(result) => {
@@ -324,14 +319,16 @@ fn run_watched(
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if interrupt.is_pending() {
-                    let _ = options.terminate();
-                    crate::inflight::track(handle, Some(options));
+                    if let Some(options) = &options {
+                        let _ = options.terminate();
+                    }
+                    crate::inflight::track(handle, options);
                     return Err(ModelError::Interrupted);
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 let _ = handle.join();
-                return Err(ModelError::Runtime("the inference thread failed".into()));
+                return Err(ModelError::Runtime(format!("the {what} thread failed")));
             }
         }
     }
