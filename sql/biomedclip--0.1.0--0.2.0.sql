@@ -63,13 +63,40 @@ ALTER FUNCTION biomedclip_embed_dicom(bytea, text, integer) PARALLEL RESTRICTED;
 ALTER FUNCTION biomedclip_slide_patches(bytea, integer, integer, double precision, integer) PARALLEL RESTRICTED;
 ALTER FUNCTION biomedclip_embed_slide(bytea, text, embedding, integer, integer, double precision, integer, double precision) PARALLEL RESTRICTED;
 
--- Internal SQL runs with a pinned search_path and qualified operators.
-CREATE OR REPLACE FUNCTION biomedclip_save_calibration(name text, fit jsonb, labels text[],
-                                            templates text[] DEFAULT ARRAY['this is a photo of {}'])
-    RETURNS void LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-    INSERT INTO biomedclip.calibrations (name, model_sha256, labels, templates, temperature, ece_before, ece_after, n)
-    VALUES (name, @extschema@.biomedclip_model_info() OPERATOR(pg_catalog.->>) 'manifest_sha256', labels, templates,
-            (fit OPERATOR(pg_catalog.->>) 'temperature')::pg_catalog.float8,
+-- Calibrations: SECURITY DEFINER with a pinned search_path; replace => true to overwrite; drop.
+DROP FUNCTION biomedclip_save_calibration(text, jsonb, text[], text[]);
+-- Stores a biomedclip_fit_temperature() result for the active model. SECURITY DEFINER (with
+-- search_path pinned and every name qualified): a calibration steward needs EXECUTE on this
+-- function and biomedclip_drop_calibration only, not table privileges or biomedclip_model_info.
+-- An existing name is an error unless replace => true; a degenerate fit is refused.
+CREATE FUNCTION biomedclip_save_calibration(name text, fit jsonb, labels text[],
+                                            templates text[] DEFAULT ARRAY['this is a photo of {}'],
+                                            replace boolean DEFAULT false)
+    RETURNS void LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t pg_catalog.float8;
+BEGIN
+    IF fit IS NULL OR NOT (fit OPERATOR(pg_catalog.?) 'temperature') THEN
+        RAISE EXCEPTION 'fit must be a biomedclip_fit_temperature() result (it has no "temperature")'
+            USING ERRCODE = '22023';
+    END IF;
+    t := (fit OPERATOR(pg_catalog.->>) 'temperature')::pg_catalog.float8;
+    IF t IS NULL OR NOT (t OPERATOR(pg_catalog.>) 0 AND t OPERATOR(pg_catalog.<) 'Infinity'::pg_catalog.float8) THEN
+        RAISE EXCEPTION 'the fit''s temperature must be positive and finite, not %', t USING ERRCODE = '22023';
+    END IF;
+    IF (fit OPERATOR(pg_catalog.->>) 'at_search_bound') OPERATOR(pg_catalog.=) 'true' THEN
+        RAISE EXCEPTION 'the fit is degenerate: its temperature % is the search bound', pg_catalog.round(t::pg_catalog.numeric, 4)
+            USING ERRCODE = '22023', HINT = 'constant or perfectly separated logits carry no temperature; check the labelled sample';
+    END IF;
+    IF NOT replace AND EXISTS (SELECT 1 FROM biomedclip.calibrations c
+                               WHERE c.name OPERATOR(pg_catalog.=) biomedclip_save_calibration.name) THEN
+        RAISE EXCEPTION 'calibration "%" already exists', biomedclip_save_calibration.name
+            USING ERRCODE = '42710', HINT = 'pass replace => true to overwrite it, or choose another name';
+    END IF;
+    INSERT INTO biomedclip.calibrations AS c (name, model_sha256, labels, templates, temperature, ece_before, ece_after, n)
+    VALUES (biomedclip_save_calibration.name,
+            @extschema@.biomedclip_model_info() OPERATOR(pg_catalog.->>) 'manifest_sha256',
+            biomedclip_save_calibration.labels, biomedclip_save_calibration.templates, t,
             (fit OPERATOR(pg_catalog.->>) 'ece_before')::pg_catalog.float8,
             (fit OPERATOR(pg_catalog.->>) 'ece_after')::pg_catalog.float8,
             (fit OPERATOR(pg_catalog.->>) 'n')::pg_catalog.int8)
@@ -77,7 +104,122 @@ CREATE OR REPLACE FUNCTION biomedclip_save_calibration(name text, fit jsonb, lab
         model_sha256 = EXCLUDED.model_sha256, labels = EXCLUDED.labels, templates = EXCLUDED.templates,
         temperature = EXCLUDED.temperature, ece_before = EXCLUDED.ece_before, ece_after = EXCLUDED.ece_after,
         n = EXCLUDED.n, fitted_at = pg_catalog.now();
+END
 $$;
+
+-- Deletes a calibration; false when there was none.
+CREATE FUNCTION biomedclip_drop_calibration(name text) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM biomedclip.calibrations c WHERE c.name OPERATOR(pg_catalog.=) biomedclip_drop_calibration.name;
+    RETURN FOUND;
+END
+$$;
+REVOKE ALL ON FUNCTION biomedclip_save_calibration(text, jsonb, text[], text[], boolean), biomedclip_drop_calibration(text) FROM PUBLIC;
 
 COMMENT ON FUNCTION biomedclip_embed_slide(bytea, text, embedding, integer, integer, double precision, integer, double precision) IS
     'One slide embedding: the mean of the patch embeddings (= avg() over biomedclip_slide_patches), or attention pooling with weights softmax(temperature * cos(patch, query)); temperature defaults to exp(logit_scale), the zero-shot logit scale (100 for BiomedCLIP).';
+
+-- Tuning: what a build chose (lists, dims), how full each list is, and the index's size.
+CREATE FUNCTION ivf_index_info(index regclass) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'ivf_index_info_wrapper' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+COMMENT ON FUNCTION ivf_index_info(regclass) IS
+    'lists, dims, metric, element, rows, rows_per_list {min, max, mean, empty_lists}, imbalance (max / mean), pages, size_bytes, list_sizes of an ivf index (needs SELECT on its table)';
+
+-- Recall of a query through the index against the same query as an exact scan (index scans off),
+-- as VectorChord's vchordrq_evaluate_query_recall: the query returns one column of ids, e.g.
+-- 'SELECT id FROM t ORDER BY emb <=> ''[...]'' LIMIT 10'. Runs as the caller, with the caller's
+-- search_path for the query (it is the caller's own SQL); the wrapper's names are qualified.
+CREATE FUNCTION ivf_evaluate_recall(query text) RETURNS double precision
+    LANGUAGE plpgsql VOLATILE STRICT AS $$
+DECLARE
+    approx pg_catalog.text[];
+    exact pg_catalog.text[];
+    old_index pg_catalog.text := pg_catalog.current_setting('enable_indexscan');
+    old_bitmap pg_catalog.text := pg_catalog.current_setting('enable_bitmapscan');
+BEGIN
+    EXECUTE pg_catalog.format('SELECT pg_catalog.array_agg(x::pg_catalog.text) FROM (%s) AS q(x)', query) INTO approx;
+    PERFORM pg_catalog.set_config('enable_indexscan', 'off', true);
+    PERFORM pg_catalog.set_config('enable_bitmapscan', 'off', true);
+    BEGIN
+        EXECUTE pg_catalog.format('SELECT pg_catalog.array_agg(x::pg_catalog.text) FROM (%s) AS q(x)', query) INTO exact;
+    EXCEPTION WHEN OTHERS THEN
+        PERFORM pg_catalog.set_config('enable_indexscan', old_index, true);
+        PERFORM pg_catalog.set_config('enable_bitmapscan', old_bitmap, true);
+        RAISE;
+    END;
+    PERFORM pg_catalog.set_config('enable_indexscan', old_index, true);
+    PERFORM pg_catalog.set_config('enable_bitmapscan', old_bitmap, true);
+    IF exact IS NULL THEN
+        RETURN NULL;
+    END IF;
+    RETURN (SELECT pg_catalog.count(*) FROM pg_catalog.unnest(approx) AS a(v)
+            WHERE a.v OPERATOR(pg_catalog.=) ANY (exact))::pg_catalog.float8
+           OPERATOR(pg_catalog./) pg_catalog.cardinality(exact)::pg_catalog.float8;
+END
+$$;
+
+-- Grants a role everything one job needs, so the privilege model is coherent: what one bundle
+-- withholds is not reachable through another function it grants (embed_image reads DICOM too, so
+-- it goes with embed_dicom).
+--   'analyst': every function that runs the model or reports on it (embedding, tokenizing,
+--              preprocessing, DICOM and slide embedding, zero-shot, model info);
+--   'steward': 'analyst' plus saving and dropping calibrations and reloading the model;
+--   'auditor': model info only (which model, which hashes), nothing that runs inference.
+-- Runs as the caller, who must be able to grant (the extension's owner or a superuser).
+-- biomedclip_revoke(role, job) takes a bundle back.
+CREATE FUNCTION biomedclip_job_functions(job text) RETURNS SETOF regprocedure
+    LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT f::pg_catalog.regprocedure FROM pg_catalog.unnest(
+        CASE WHEN job OPERATOR(pg_catalog.=) 'auditor' THEN ARRAY['@extschema@.biomedclip_model_info()']
+             WHEN job OPERATOR(pg_catalog.=) ANY (ARRAY['analyst', 'steward']) THEN ARRAY[
+            '@extschema@.biomedclip_model_info()', '@extschema@.biomedclip_embed_image(bytea)',
+            '@extschema@.biomedclip_embed_text(text)', '@extschema@.biomedclip_embed_images(bytea[])',
+            '@extschema@.biomedclip_embed_texts(text[])', '@extschema@.biomedclip_tokenize(text)',
+            '@extschema@.biomedclip_preprocess(bytea)', '@extschema@.biomedclip_prompt_cache_misses()',
+            '@extschema@.biomedclip_zero_shot(@extschema@.embedding, text[], text[], text)',
+            '@extschema@.biomedclip_zero_shot_logits(@extschema@.embedding, text[], text[])',
+            '@extschema@.biomedclip_embed_dicom(bytea, text, integer)',
+            '@extschema@.biomedclip_slide_patches(bytea, integer, integer, double precision, integer)',
+            '@extschema@.biomedclip_embed_slide(bytea, text, @extschema@.embedding, integer, integer, double precision, integer, double precision)']
+        END
+        OPERATOR(pg_catalog.||) CASE WHEN job OPERATOR(pg_catalog.=) 'steward' THEN ARRAY[
+            '@extschema@.biomedclip_save_calibration(text, jsonb, text[], text[], boolean)',
+            '@extschema@.biomedclip_drop_calibration(text)', '@extschema@.biomedclip_load_model()']
+            ELSE ARRAY[]::pg_catalog.text[] END) AS u(f)
+$$;
+
+CREATE FUNCTION biomedclip_grant(role name, job text) RETURNS SETOF regprocedure
+    LANGUAGE plpgsql VOLATILE STRICT SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    f pg_catalog.regprocedure;
+    n integer := 0;
+BEGIN
+    FOR f IN SELECT * FROM @extschema@.biomedclip_job_functions(job) LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I', f, role);
+        n := n OPERATOR(pg_catalog.+) 1;
+        RETURN NEXT f;
+    END LOOP;
+    IF n OPERATOR(pg_catalog.=) 0 THEN
+        RAISE EXCEPTION 'unknown job "%"', job USING ERRCODE = '22023', HINT = 'jobs: analyst, steward, auditor';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION biomedclip_revoke(role name, job text) RETURNS SETOF regprocedure
+    LANGUAGE plpgsql VOLATILE STRICT SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    f pg_catalog.regprocedure;
+    n integer := 0;
+BEGIN
+    FOR f IN SELECT * FROM @extschema@.biomedclip_job_functions(job) LOOP
+        EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM %I', f, role);
+        n := n OPERATOR(pg_catalog.+) 1;
+        RETURN NEXT f;
+    END LOOP;
+    IF n OPERATOR(pg_catalog.=) 0 THEN
+        RAISE EXCEPTION 'unknown job "%"', job USING ERRCODE = '22023', HINT = 'jobs: analyst, steward, auditor';
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION biomedclip_grant(name, text), biomedclip_revoke(name, text) FROM PUBLIC;

@@ -2,7 +2,8 @@
 //! and `biomedclip_window_presets`. Declared in `sql/medical_images.sql`; the work is in
 //! `biomedclip_core::dicom`.
 
-use crate::embed_sql::{embed_tensors, guarded, model_preprocess_config, pixel_limit};
+use crate::embed_sql::{caught, embed_tensors, guarded, model_preprocess_config, pixel_limit, skip_or_raise};
+use crate::model_cache::image_error_code;
 use crate::vector_datum::PgVector;
 use biomedclip_core::dicom::{self, WindowSpec};
 use biomedclip_core::image_decode::{Decoded, ImageError};
@@ -10,22 +11,34 @@ use biomedclip_core::preprocess;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
-fn render(data: &[u8], window: &str, frame: i32) -> Decoded {
-    guarded(|| {
+fn try_render(data: &[u8], window: &str, frame: i32) -> Result<Decoded, ImageError> {
+    caught(|| {
         let spec = WindowSpec::parse(window)?;
         let frame = u32::try_from(frame).map_err(|_| ImageError::Invalid(format!("DICOM: frame {frame} is out of range (frames are numbered from 0)")))?;
         dicom::render(data, &spec, frame, pixel_limit())
     })
 }
 
+fn render(data: &[u8], window: &str, frame: i32) -> Decoded {
+    guarded(|| try_render(data, window, frame))
+}
+
+/// One frame, embedded; a DICOM that cannot be rendered as asked is an error, or NULL with a
+/// WARNING under biomedclip.on_error = null (a bulk load of a series finishes).
 #[pg_extern(sql = false)]
-fn biomedclip_embed_dicom(data: &[u8], window: &str, frame: i32) -> PgVector<f32> {
-    let rendered = render(data, window, frame);
+fn biomedclip_embed_dicom(data: &[u8], window: &str, frame: i32) -> Option<PgVector<f32>> {
+    let rendered = match try_render(data, window, frame) {
+        Ok(r) => r,
+        Err(e) => {
+            skip_or_raise(image_error_code(&e), e.to_string(), None);
+            return None;
+        }
+    };
     let cfg = model_preprocess_config();
     let mut pixels = Vec::with_capacity(3 * cfg.image_size * cfg.image_size);
     preprocess::preprocess_decoded(rendered, &cfg, &mut pixels);
     let row = embed_tensors(&pixels, 1).pop().expect("one row per image");
-    PgVector::from_slice(&row)
+    Some(PgVector::from_slice(&row))
 }
 
 /// The 8-bit frame the model sees (before resizing), as PNG.

@@ -32,6 +32,30 @@ fn guarded_element<T>(element: Option<usize>, step: impl FnOnce() -> Result<T, I
     }
 }
 
+/// Under `biomedclip.on_error = null`, says which input was skipped (WARNING) and returns;
+/// otherwise raises. `element` is the 1-based array position, when there is one.
+pub(crate) fn skip_or_raise(code: PgSqlErrorCode, message: String, element: Option<usize>) {
+    let message = match element {
+        Some(i) => format!("element {i}: {message}"),
+        None => message,
+    };
+    if settings::ON_ERROR.get() == settings::OnError::Null {
+        pgrx::warning!("biomedclip: input skipped, embedded as NULL (biomedclip.on_error = null): {message}");
+    } else {
+        model_cache::raise(code, message);
+    }
+}
+
+/// A decoding step's result, with a decoder panic turned into an error (a PostgreSQL error
+/// raised inside, such as a query cancel, travels on unchanged).
+pub(crate) fn caught<T>(step: impl FnOnce() -> Result<T, ImageError>) -> Result<T, ImageError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)) {
+        Ok(r) => r,
+        Err(payload) if payload.is::<pg_sys::panic::CaughtError>() => std::panic::resume_unwind(payload),
+        Err(_) => Err(ImageError::Corrupt { format: "image", detail: "the decoder failed on malformed data".into() }),
+    }
+}
+
 /// biomedclip.max_image_pixels.
 pub(crate) fn pixel_limit() -> u64 {
     settings::MAX_IMAGE_PIXELS.get().max(1) as u64
@@ -41,6 +65,20 @@ pub(crate) fn pixel_limit() -> u64 {
 /// array, `element` (1-based, as SQL arrays) is named in the error.
 fn preprocess_image(data: &[u8], cfg: &PreprocessConfig, out: &mut Vec<f32>, element: Option<usize>) {
     guarded_element(element, || preprocess::preprocess_into(data, cfg, pixel_limit(), out))
+}
+
+/// Appends the image's tensor to `out`, or (under on_error = null) leaves `out` as it was and
+/// returns false.
+fn preprocess_or_skip(data: &[u8], cfg: &PreprocessConfig, out: &mut Vec<f32>, element: Option<usize>) -> bool {
+    let before = out.len();
+    match caught(|| preprocess::preprocess_into(data, cfg, pixel_limit(), out)) {
+        Ok(()) => true,
+        Err(e) => {
+            out.truncate(before);
+            skip_or_raise(image_error_code(&e), e.to_string(), element);
+            false
+        }
+    }
 }
 
 pub(crate) fn model_preprocess_config() -> PreprocessConfig {
@@ -72,52 +110,112 @@ pub(crate) fn embed_token_batches(ids: &[Vec<u32>]) -> Vec<Vec<f32>> {
     for range in text_batches(ids) {
         pgrx::check_for_interrupts!();
         out.extend(model_cache::infer(|m, i| m.embed_token_ids(&ids[range.clone()], i)));
+        crate::text_cache::count_model_texts(range.len());
     }
     out
 }
 
-/// `elements` gives the 1-based array position of each image, for error messages.
-fn embed_image_batch(images: &[&[u8]], elements: Option<&[usize]>) -> Vec<Vec<f32>> {
+/// `elements` gives the 1-based array position of each image, for error messages. An image
+/// that cannot be decoded is an error, or None under on_error = null.
+fn embed_image_batch(images: &[&[u8]], elements: Option<&[usize]>) -> Vec<Option<Vec<f32>>> {
     let cfg = model_preprocess_config();
     let mut out = Vec::with_capacity(images.len());
     for range in batching::item_batches(images.len(), batch_size()) {
         let mut pixels = Vec::with_capacity(range.len() * 3 * cfg.image_size * cfg.image_size);
+        let mut decoded = Vec::with_capacity(range.len());
         for i in range.clone() {
             pgrx::check_for_interrupts!();
-            preprocess_image(images[i], &cfg, &mut pixels, elements.map(|e| e[i]));
+            decoded.push(preprocess_or_skip(images[i], &cfg, &mut pixels, elements.map(|e| e[i])));
         }
-        out.extend(embed_tensors(&pixels, range.len()));
+        let count = decoded.iter().filter(|&&d| d).count();
+        let mut rows = if count == 0 { Vec::new() } else { embed_tensors(&pixels, count) }.into_iter();
+        out.extend(decoded.into_iter().map(|d| if d { rows.next() } else { None }));
     }
     out
 }
 
 pub(crate) fn tokenize(text: &str) -> Vec<u32> {
-    model_cache::with_model(|m| m.tokenizer.encode(text)).unwrap_or_else(|e| raise_text_error(e))
+    let (ids, cut) = model_cache::with_model(|m| m.tokenizer.encode_reporting(text)).unwrap_or_else(|e| raise_text_error(e));
+    if cut {
+        notice_truncation_once(ids.len());
+    }
+    ids
 }
 
-fn embed_text_batch(texts: &[&str], elements: Option<&[usize]>) -> Vec<Vec<f32>> {
-    let ids: Vec<Vec<u32>> = texts
-        .iter()
-        .enumerate()
-        .map(|(i, t)| match elements {
-            None => tokenize(t),
-            Some(e) => model_cache::with_model(|m| m.tokenizer.encode(t))
-                .unwrap_or_else(|err| model_cache::raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("element {}: {err}", e[i]))),
-        })
-        .collect();
-    embed_token_batches(&ids)
+/// Says once per statement that a text was longer than the model's context and was cut (the
+/// end of a long report is not embedded). No text in the message: it may hold PHI.
+fn notice_truncation_once(context: usize) {
+    use std::cell::Cell;
+    thread_local! {
+        static LAST: Cell<(i64, i64)> = const { Cell::new((0, 0)) };
+    }
+    let statement = unsafe { (pg_sys::GetCurrentTransactionStartTimestamp(), pg_sys::GetCurrentStatementStartTimestamp()) };
+    if LAST.with(|l| l.replace(statement)) != statement {
+        pgrx::notice!(
+            "biomedclip: text longer than the model's context of {context} tokens was cut to {context} tokens; the rest is not embedded (one notice per statement)"
+        );
+    }
+}
+
+/// Token ids of an array element, or None (with a WARNING) under on_error = null.
+fn tokenize_element(text: &str, element: Option<usize>) -> Option<Vec<u32>> {
+    match model_cache::with_model(|m| m.tokenizer.encode_reporting(text)) {
+        Ok((ids, cut)) => {
+            if cut {
+                notice_truncation_once(ids.len());
+            }
+            Some(ids)
+        }
+        Err(err) => {
+            skip_or_raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, err.to_string(), element);
+            None
+        }
+    }
+}
+
+fn embed_text_batch(texts: &[&str], elements: &[usize]) -> Vec<Option<Vec<f32>>> {
+    let ids: Vec<Option<Vec<u32>>> = texts.iter().zip(elements).map(|(t, &e)| tokenize_element(t, Some(e))).collect();
+    let present: Vec<Vec<u32>> = ids.iter().flatten().cloned().collect();
+    let mut rows = embed_token_batches(&present).into_iter();
+    ids.iter().map(|x| x.as_ref().and_then(|_| rows.next())).collect()
+}
+
+/// A NOTICE when the image is a whole-slide image (a pyramidal or large tiled TIFF, an SVS): embedding it whole
+/// downscales gigapixels to 224 x 224, which is rarely what is meant.
+fn hint_if_slide(data: &[u8]) {
+    if !(data.starts_with(b"II*\0") || data.starts_with(b"MM\0*")) {
+        return;
+    }
+    if let Ok(Ok(levels)) = std::panic::catch_unwind(|| biomedclip_core::slide::Slide::open(data).map(|s| s.levels())) {
+        let large_tiled = levels[0].tile_width > 0 && levels[0].width as u64 * levels[0].height as u64 >= 2048 * 2048;
+        if levels.len() > 1 || large_tiled {
+            pgrx::notice!(
+                "biomedclip: this is a whole-slide image ({} x {} pixels, {} level{}) embedded as one picture; for pathology use biomedclip_embed_slide or biomedclip_slide_patches",
+                levels[0].width,
+                levels[0].height,
+                levels.len(),
+                if levels.len() == 1 { "" } else { "s" }
+            );
+        }
+    }
 }
 
 #[pg_extern(sql = false)]
-fn biomedclip_embed_image(data: &[u8]) -> PgVector<f32> {
-    let row = embed_image_batch(&[data], None).pop().expect("one row per image");
-    PgVector::from_slice(&row)
+fn biomedclip_embed_image(data: &[u8]) -> Option<PgVector<f32>> {
+    hint_if_slide(data);
+    let row = embed_image_batch(&[data], None).pop().expect("one row per image")?;
+    Some(PgVector::from_slice(&row))
 }
 
+/// One text, from the backend's text cache when this model has embedded it before (a call
+/// inline in a WHERE clause runs once per row).
 #[pg_extern(sql = false)]
-fn biomedclip_embed_text(text: &str) -> PgVector<f32> {
-    let row = embed_text_batch(&[text], None).pop().expect("one row per text");
-    PgVector::from_slice(&row)
+fn biomedclip_embed_text(text: &str) -> Option<PgVector<f32>> {
+    if settings::ON_ERROR.get() == settings::OnError::Null {
+        tokenize_element(text, None)?;
+    }
+    let row = crate::text_cache::embeddings(&[text.to_string()]).pop().expect("one row per text");
+    Some(PgVector::from_slice(&row))
 }
 
 /// `embedding[]` built with the element type of the calling function's declared result.
@@ -170,12 +268,12 @@ pub fn embedding_array(fcinfo: pg_sys::FunctionCallInfo, rows: Vec<Option<Vec<f3
 }
 
 /// Embeds the non-NULL elements as batches and puts NULLs back in place. `embed` gets the items
-/// and their 1-based array positions.
-fn embed_with_nulls<T: Copy>(items: Vec<Option<T>>, embed: impl FnOnce(&[T], &[usize]) -> Vec<Vec<f32>>) -> Vec<Option<Vec<f32>>> {
+/// and their 1-based array positions, and gives a row (or None, skipped) per item.
+fn embed_with_nulls<T: Copy>(items: Vec<Option<T>>, embed: impl FnOnce(&[T], &[usize]) -> Vec<Option<Vec<f32>>>) -> Vec<Option<Vec<f32>>> {
     let present: Vec<T> = items.iter().flatten().copied().collect();
     let positions: Vec<usize> = items.iter().enumerate().filter(|(_, x)| x.is_some()).map(|(i, _)| i + 1).collect();
     let mut rows = embed(&present, &positions).into_iter();
-    items.iter().map(|x| x.map(|_| rows.next().expect("one row per item"))).collect()
+    items.iter().map(|x| x.and_then(|_| rows.next().expect("one row per item"))).collect()
 }
 
 #[pg_extern(sql = false)]
@@ -187,7 +285,7 @@ fn biomedclip_embed_images(images: Array<&[u8]>, fcinfo: pg_sys::FunctionCallInf
 #[pg_extern(sql = false)]
 fn biomedclip_embed_texts(texts: Array<&str>, fcinfo: pg_sys::FunctionCallInfo) -> EmbeddingArray {
     let items: Vec<Option<&str>> = texts.iter().collect();
-    embedding_array(fcinfo, embed_with_nulls(items, |x, pos| embed_text_batch(x, Some(pos))))
+    embedding_array(fcinfo, embed_with_nulls(items, embed_text_batch))
 }
 
 /// The token ids fed to the text tower (after open_clip's cleaning, unpadded).

@@ -13,6 +13,7 @@ mod model_registry;
 mod pinned_search_path;
 mod settings;
 mod slide_sql;
+mod text_cache;
 mod vector_datum;
 mod vector_sql;
 mod zero_shot_sql;

@@ -56,7 +56,11 @@ pub fn raise_model_error(e: ModelError) -> ! {
         ModelError::BadOutput(_) => ERRCODE_DATA_EXCEPTION,
         ModelError::Runtime(_) => ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
     };
-    ereport!(ERROR, code, e.to_string());
+    let message = match &e {
+        ModelError::Io { .. } | ModelError::HashMismatch { .. } => format!("{e} (the model directory is the setting biomedclip.model_dir)"),
+        _ => e.to_string(),
+    };
+    ereport!(ERROR, code, message);
 }
 
 pub fn image_error_code(e: &ImageError) -> PgSqlErrorCode {
@@ -202,6 +206,7 @@ pub fn info() -> serde_json::Value {
             "image": m.image,
             "text": m.text,
             "execution_provider": c.model.provider_in_use,
+            "execution_provider_fallback": c.model.provider_fallback,
             "requested_execution_provider": match key.provider { Provider::Cpu => "cpu", Provider::Cuda => "cuda", Provider::Auto => "auto" },
             "intra_op_threads": key.threads,
             "ort_library": runtime::loaded_ort_library().map(|(p, _)| p.display().to_string()),

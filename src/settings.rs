@@ -15,6 +15,17 @@ pub enum ExecutionProvider {
     Auto,
 }
 
+/// `biomedclip.on_error`: what a bad input (undecodable image, empty text, DICOM that cannot be
+/// windowed as asked) does to an embedding call.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum OnError {
+    #[name = c"error"]
+    Error,
+    #[name = c"null"]
+    Null,
+}
+
+pub static ON_ERROR: GucSetting<OnError> = GucSetting::<OnError>::new(OnError::Error);
 pub static MODEL_DIR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static ORT_LIBRARY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static INTRA_OP_THREADS: GucSetting<i32> = GucSetting::<i32>::new(1);
@@ -77,6 +88,14 @@ pub fn register() {
         &BATCH_SIZE,
         1,
         256,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"biomedclip.on_error",
+        c"error: a bad input aborts the statement (default); null: it embeds as NULL with a WARNING naming it.",
+        c"For bulk loads: a million-image INSERT ... SELECT finishes and the failures are the NULL rows. Model and runtime errors always abort.",
+        &ON_ERROR,
         GucContext::Userset,
         GucFlags::default(),
     );

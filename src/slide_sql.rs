@@ -87,6 +87,18 @@ fn biomedclip_render_slide_region(data: &[u8], x: i32, y: i32, width: i32, heigh
         if w == 0 || h == 0 || w as u64 * h as u64 > pixel_limit() {
             return Err(ImageError::TooManyPixels { width: w as u64, height: h as u64, limit: pixel_limit() });
         }
+        // A region past the level's edge would come back padded: refuse it, naming the size.
+        if let Some(l) = slide.levels().get(level) {
+            if x as u64 + w as u64 > l.width as u64 || y as u64 + h as u64 > l.height as u64 {
+                return Err(ImageError::Invalid(format!(
+                    "region x {x}..{}, y {y}..{} runs past level {level}, which is {} x {} pixels",
+                    x as u64 + w as u64,
+                    y as u64 + h as u64,
+                    l.width,
+                    l.height
+                )));
+            }
+        }
         let region = slide.reader(level)?.read_region(x, y, w, h)?;
         biomedclip_core::image_decode::encode_png(&Decoded { mode: Mode::Rgb, pixels: Pixels::U8(region), palette: Vec::new() })
     })
@@ -109,6 +121,9 @@ fn biomedclip_embed_slide(
     let method = pooling?.trim().to_ascii_lowercase();
     if method != "mean" && method != "attention" {
         ereport!(ERROR, PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("pooling must be 'mean' or 'attention', not \"{}\"", method.chars().take(40).collect::<String>()));
+    }
+    if method == "mean" && query.is_some() {
+        ereport!(ERROR, PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "a query embedding is only used by pooling => 'attention'; 'mean' pooling would ignore it");
     }
     if method == "attention" && query.is_none() {
         ereport!(ERROR, PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "attention pooling needs a query embedding (e.g. biomedclip_embed_text('...'))");

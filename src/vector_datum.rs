@@ -108,7 +108,7 @@ pub fn raise(err: VectorError) -> ! {
         VectorError::Empty | VectorError::Malformed(_) => ERRCODE_INVALID_TEXT_REPRESENTATION,
         VectorError::Invalid(_) => ERRCODE_INVALID_PARAMETER_VALUE,
         VectorError::NotFinite(_) => ERRCODE_DATA_EXCEPTION,
-        VectorError::OutOfRange(_) | VectorError::Overflow(_) | VectorError::Underflow(_) => ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
+        VectorError::OutOfRange(_) | VectorError::HalfOutOfRange(_) | VectorError::Overflow(_) | VectorError::Underflow(_) => ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
         VectorError::TooManyDims(_) => ERRCODE_PROGRAM_LIMIT_EXCEEDED,
         VectorError::TruncatedBinary { .. } | VectorError::ReservedNonZero(_) => ERRCODE_INVALID_BINARY_REPRESENTATION,
         VectorError::DimMismatch { .. } | VectorError::TypmodMismatch { .. } => ERRCODE_DATA_EXCEPTION,

@@ -1,73 +1,20 @@
 //! Zero-shot classification and calibration in SQL (declared in `sql/zero_shot.sql`).
 //!
-//! Label embeddings are cached per backend in an LRU keyed by (model SHA-256, prompt text), so
-//! scoring the same label set over many images embeds each prompt once per backend.
+//! Label embeddings come from the backend's text cache (src/text_cache.rs), keyed by (model
+//! SHA-256, prompt text), so scoring the same label set over many images embeds each prompt once
+//! per backend.
 
-use crate::model_cache::{self, raise, raise_text_error};
+use crate::model_cache::{self, raise};
 use pgrx::PgSqlErrorCode::*;
 use crate::vector_datum::PgVector;
 use biomedclip_core::calibration::{self, Sample};
 use biomedclip_core::zero_shot;
 use pgrx::prelude::*;
 use pgrx::{pg_sys, Internal, JsonB, PgMemoryContexts};
-use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
 
-const CACHE_CAPACITY: usize = 4096;
-
-#[derive(Default)]
-struct PromptCache {
-    map: HashMap<(String, String), Vec<f32>>,
-    order: VecDeque<(String, String)>,
-    misses: u64,
-}
-
-impl PromptCache {
-    fn get(&mut self, key: &(String, String)) -> Option<Vec<f32>> {
-        let v = self.map.get(key)?.clone();
-        if let Some(pos) = self.order.iter().position(|k| k == key) {
-            let k = self.order.remove(pos).expect("position is valid");
-            self.order.push_back(k);
-        }
-        Some(v)
-    }
-
-    fn put(&mut self, key: (String, String), value: Vec<f32>) {
-        if self.map.len() >= CACHE_CAPACITY {
-            if let Some(old) = self.order.pop_front() {
-                self.map.remove(&old);
-            }
-        }
-        self.order.push_back(key.clone());
-        self.map.insert(key, value);
-    }
-}
-
-thread_local! {
-    static PROMPTS: RefCell<PromptCache> = RefCell::new(PromptCache::default());
-}
-
-/// Embeddings of `prompts`, embedding only those not cached for this model.
-fn prompt_embeddings(model_sha: &str, prompts: &[String]) -> Vec<Vec<f32>> {
-    let keys: Vec<(String, String)> = prompts.iter().map(|p| (model_sha.to_string(), p.clone())).collect();
-    let mut found: Vec<Option<Vec<f32>>> = PROMPTS.with(|c| keys.iter().map(|k| c.borrow_mut().get(k)).collect());
-    let missing: Vec<usize> = (0..keys.len()).filter(|&i| found[i].is_none()).collect();
-    if !missing.is_empty() {
-        let ids: Vec<Vec<u32>> = missing
-            .iter()
-            .map(|&i| model_cache::with_model(|m| m.tokenizer.encode(&prompts[i])).unwrap_or_else(|e| raise_text_error(e)))
-            .collect();
-        let rows = crate::embed_sql::embed_token_batches(&ids);
-        PROMPTS.with(|c| {
-            let mut c = c.borrow_mut();
-            c.misses += missing.len() as u64;
-            for (&i, row) in missing.iter().zip(rows) {
-                c.put(keys[i].clone(), row.clone());
-                found[i] = Some(row);
-            }
-        });
-    }
-    found.into_iter().map(|f| f.expect("every prompt embedded")).collect()
+/// Embeddings of `prompts` for the active model, from the backend's text cache.
+fn prompt_embeddings(prompts: &[String]) -> Vec<Vec<f32>> {
+    crate::text_cache::embeddings(prompts)
 }
 
 fn strings(arr: &Array<&str>, what: &str) -> Vec<String> {
@@ -87,7 +34,7 @@ fn label_logits(image: &PgVector<f32>, labels: &[String], templates: &[String]) 
     let (sha, logit_scale, dim) = model_cache::with_model(|m| (m.verified.manifest_sha256.clone(), m.verified.manifest.logit_scale, m.verified.manifest.embed_dim));
     crate::vector_datum::check_same_dims(image.dims(), dim);
     let prompts: Vec<String> = labels.iter().flat_map(|l| templates.iter().map(move |t| zero_shot::fill_template(t, l))).collect();
-    let embs = prompt_embeddings(&sha, &prompts);
+    let embs = prompt_embeddings(&prompts);
     let label_embs: Vec<Vec<f32>> = embs.chunks(templates.len()).map(zero_shot::ensemble).collect();
     (sha, zero_shot::logits(image.as_slice(), &label_embs, logit_scale))
 }
@@ -166,10 +113,11 @@ fn biomedclip_softmax(logits: Array<f64>, temperature: f64) -> Vec<f64> {
     calibration::softmax(&v, temperature)
 }
 
-/// Number of prompt embeddings computed (cache misses) in this backend, for tests.
+/// Number of texts the text tower embedded in this backend (text-cache misses and uncached
+/// batches), for tests and for seeing whether a query embeds once or once per row.
 #[pg_extern(sql = false)]
 fn biomedclip_prompt_cache_misses() -> i64 {
-    PROMPTS.with(|c| c.borrow().misses as i64)
+    crate::text_cache::model_texts() as i64
 }
 
 // ---- Aggregates over (logits, true_index) rows -------------------------------------------
@@ -232,6 +180,12 @@ fn biomedclip_fit_temperature_final(state: Internal) -> Option<JsonB> {
         return None;
     }
     let fit = calibration::fit(&st.samples).unwrap_or_else(|e| raise(ERRCODE_INVALID_PARAMETER_VALUE, format!("cannot fit a temperature: {e}")));
+    if fit.at_search_bound {
+        pgrx::warning!(
+            "the temperature fit is degenerate: it stopped at the search bound T = {:.4} (constant or perfectly separated logits); biomedclip_save_calibration refuses it",
+            fit.temperature
+        );
+    }
     Some(JsonB(serde_json::to_value(fit).expect("fit serializes")))
 }
 

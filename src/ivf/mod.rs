@@ -45,6 +45,7 @@
 
 pub mod build;
 pub mod handler;
+pub mod info;
 pub mod insert;
 pub mod pages;
 pub mod scan;

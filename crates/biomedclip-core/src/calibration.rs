@@ -60,7 +60,7 @@ pub fn validate(samples: &[Sample]) -> Result<usize, String> {
 /// The NLL-minimizing temperature (golden-section search on log T).
 pub fn fit_temperature(samples: &[Sample]) -> f64 {
     let f = |log_t: f64| mean_nll(samples, log_t.exp());
-    let (mut a, mut b) = ((1e-3f64).ln(), (1e3f64).ln());
+    let (mut a, mut b) = (SEARCH_BOUNDS.0.ln(), SEARCH_BOUNDS.1.ln());
     let phi = (5f64.sqrt() - 1.0) / 2.0;
     let mut c = b - phi * (b - a);
     let mut d = a + phi * (b - a);
@@ -155,7 +155,13 @@ pub struct Fit {
     pub ece_after: f64,
     pub accuracy: f64,
     pub n: usize,
+    /// The search ended at a bound (T = 0.001 or 1000): the NLL keeps falling beyond it, as for
+    /// constant logits (no information) or perfectly separated ones. Such a T is not a fit.
+    pub at_search_bound: bool,
 }
+
+/// The temperatures the search covers.
+pub const SEARCH_BOUNDS: (f64, f64) = (1e-3, 1e3);
 
 /// Fits T and reports NLL and ECE (15 bins) before and after.
 pub fn fit(samples: &[Sample]) -> Result<Fit, String> {
@@ -169,5 +175,6 @@ pub fn fit(samples: &[Sample]) -> Result<Fit, String> {
         ece_after: ece(samples, t, 15),
         accuracy: accuracy(samples),
         n: samples.len(),
+        at_search_bound: (t.ln() - SEARCH_BOUNDS.0.ln()).abs() < 1e-3 || (t.ln() - SEARCH_BOUNDS.1.ln()).abs() < 1e-3,
     })
 }

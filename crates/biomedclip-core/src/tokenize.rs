@@ -65,7 +65,20 @@ impl TextTokenizer {
 
     /// Token ids of already-cleaned text.
     pub fn encode_cleaned(&self, cleaned: &str) -> Result<Vec<u32>, TextError> {
+        Ok(self.encode_cleaned_reporting(cleaned)?.0)
+    }
+
+    /// Token ids of `text`, and whether the context length cut it (open_clip cuts silently).
+    pub fn encode_reporting(&self, text: &str) -> Result<(Vec<u32>, bool), TextError> {
+        let cleaned = text_clean::clean(text);
+        if cleaned.is_empty() {
+            return Err(TextError::Empty);
+        }
+        self.encode_cleaned_reporting(&cleaned)
+    }
+
+    fn encode_cleaned_reporting(&self, cleaned: &str) -> Result<(Vec<u32>, bool), TextError> {
         let enc = self.inner.encode(cleaned, true).map_err(|e| TextError::Tokenizer(e.to_string()))?;
-        Ok(enc.get_ids().to_vec())
+        Ok((enc.get_ids().to_vec(), !enc.get_overflowing().is_empty()))
     }
 }

@@ -20,6 +20,8 @@ pub enum VectorError {
     Malformed(String),
     NotFinite(String),
     OutOfRange(String),
+    /// A finite value beyond binary16's largest magnitude.
+    HalfOutOfRange(String),
     TooManyDims(usize),
     TruncatedBinary { expected: usize, got: usize },
     ReservedNonZero(i16),
@@ -38,6 +40,7 @@ impl fmt::Display for VectorError {
             VectorError::Malformed(d) => write!(f, "malformed vector literal: {d}"),
             VectorError::NotFinite(t) => write!(f, "NaN or Infinity not allowed in vector: \"{t}\""),
             VectorError::OutOfRange(t) => write!(f, "\"{t}\" is out of range for the vector element type"),
+            VectorError::HalfOutOfRange(t) => write!(f, "\"{t}\" exceeds the half-precision range (±65504)"),
             VectorError::TooManyDims(n) => write!(f, "vector cannot have more than {MAX_DIM} dimensions (got {n})"),
             VectorError::TruncatedBinary { expected, got } => {
                 write!(f, "invalid binary vector: expected {expected} bytes, got {got}")
@@ -108,7 +111,7 @@ impl Element for f16 {
         }
         let h = f16::from_f32(x);
         if h.is_infinite() {
-            return Err(VectorError::OutOfRange(token.to_string()));
+            return Err(VectorError::HalfOutOfRange(token.to_string()));
         }
         Ok(h)
     }

@@ -1,12 +1,28 @@
 //! Zero-shot scoring: prompt ensembling and CLIP logits.
 
 /// The prompt for `label`: `{}` in the template is replaced by the label; a template without
-/// `{}` gets the label appended ("this is a photo of " + label, as Microsoft's example).
+/// `{}` gets the label appended after one space ("this is a photo of " + label, as Microsoft's
+/// example, and "a photo of" + " " + label rather than "a photo oflabel").
 pub fn fill_template(template: &str, label: &str) -> String {
     if template.contains("{}") {
         template.replace("{}", label)
-    } else {
+    } else if template.is_empty() || template.ends_with(char::is_whitespace) {
         format!("{template}{label}")
+    } else {
+        format!("{template} {label}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fill_template;
+
+    #[test]
+    fn templates_without_a_slot_get_one_space() {
+        assert_eq!(fill_template("this is a photo of ", "chest X-ray"), "this is a photo of chest X-ray");
+        assert_eq!(fill_template("a photo of", "chest X-ray"), "a photo of chest X-ray");
+        assert_eq!(fill_template("{} presented in image", "MRI"), "MRI presented in image");
+        assert_eq!(fill_template("", "MRI"), "MRI");
     }
 }
 

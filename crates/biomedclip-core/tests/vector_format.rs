@@ -39,7 +39,7 @@ fn rejects_bad_text() {
 #[test]
 fn half_overflow_is_an_error() {
     assert!(parse_text::<f16>("[65504]").is_ok());
-    assert!(parse_text::<f16>("[70000]").unwrap_err().to_string().contains("out of range"));
+    assert!(parse_text::<f16>("[70000]").unwrap_err().to_string().contains("exceeds the half-precision range (±65504)"));
 }
 
 #[test]
