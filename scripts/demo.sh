@@ -20,6 +20,7 @@ bash scripts/pg_cluster.sh start "$PGDATA_DIR" "$PORT" \
 # The MedPix images and captions are read server-side from ../shared/data.
 SHARED=$(realpath "$ROOT/../shared/data")
 bash scripts/pg_cluster.sh reachable "$SHARED/medpix"
+bash scripts/pg_cluster.sh reachable "$SHARED/dicom"
 echo "demo: cluster running in $PGDATA_DIR on 127.0.0.1:$PORT (stop it with: make clean-demo)"
 psql -X -q -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -v shared="$SHARED" -f scripts/demo.sql
 echo "demo: connect with: psql -h 127.0.0.1 -p $PORT -U postgres"

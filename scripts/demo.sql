@@ -79,11 +79,13 @@ EXPLAIN (COSTS OFF) SELECT image FROM demo_images ORDER BY img_emb <=> biomedcli
 SELECT image, modality, round((img_emb <=> biomedclip_embed_text('axial CT of the chest with pulmonary nodules'))::numeric, 4) AS distance
 FROM demo_images ORDER BY img_emb <=> biomedclip_embed_text('axial CT of the chest with pulmonary nodules') LIMIT 5;
 
-\echo '--- 8. image -> image: the images nearest to the first MedPix image'
-SELECT b.image, b.modality, round((a.img_emb <=> b.img_emb)::numeric, 4) AS distance
-FROM demo_images a, demo_images b
-WHERE a.image = (SELECT min(image) FROM demo_images) AND b.image <> a.image
-ORDER BY a.img_emb <=> b.img_emb LIMIT 5;
+\echo '--- 8. image -> image: the images nearest to the first MedPix image (through the index, itself left out)'
+EXPLAIN (COSTS OFF) SELECT image FROM demo_images WHERE image <> (SELECT min(image) FROM demo_images)
+ORDER BY img_emb <=> (SELECT img_emb FROM demo_images WHERE image = (SELECT min(image) FROM demo_images)) LIMIT 5;
+SELECT image, modality,
+       round((img_emb <=> (SELECT img_emb FROM demo_images WHERE image = (SELECT min(image) FROM demo_images)))::numeric, 4) AS distance
+FROM demo_images WHERE image <> (SELECT min(image) FROM demo_images)
+ORDER BY img_emb <=> (SELECT img_emb FROM demo_images WHERE image = (SELECT min(image) FROM demo_images)) LIMIT 5;
 
 RESET enable_seqscan;
 
@@ -98,3 +100,18 @@ WHERE z.rank = 1 ORDER BY i.image;
 SELECT count(*) FILTER (WHERE rank = 1) AS own_caption_first, count(*) AS images
 FROM (SELECT i.image, (SELECT count(*) FROM demo_images c WHERE (i.img_emb <=> c.txt_emb) <= (i.img_emb <=> i.txt_emb)) AS rank
       FROM demo_images i) r;
+
+\echo '--- 11. a DICOM series from server files, in the lung window; bulk mode turns unusable files into NULL rows'
+DROP TABLE IF EXISTS demo_dicom;
+CREATE TABLE demo_dicom (file text PRIMARY KEY, emb embedding(512));
+SET biomedclip.on_error = 'null';
+INSERT INTO demo_dicom
+SELECT f, biomedclip_embed_dicom(pg_read_binary_file(:'shared' || '/dicom/' || f), 'lung')
+FROM unnest(ARRAY['CT1_UNC.dcm', 'CT1_JPLL.dcm', 'CT1_RLE.dcm', 'US1_UNC.dcm']) f;
+RESET biomedclip.on_error;
+SELECT file, emb IS NOT NULL AS embedded FROM demo_dicom ORDER BY file;
+
+\echo '--- 12. the same file from the client through a large object (psql \\lo_import)'
+\lo_import :shared/dicom/CT1_UNC.dcm
+SELECT (biomedclip_embed_dicom(lo_get(:LASTOID), 'lung') = (SELECT emb FROM demo_dicom WHERE file = 'CT1_UNC.dcm')) AS same_as_server_file;
+SELECT lo_unlink(:LASTOID) AS unlinked;

@@ -35,7 +35,7 @@ DECISIONS = {
     "biomedclip_embed_image": "deny", "biomedclip_embed_text": "deny", "biomedclip_embed_images": "deny",
     "biomedclip_embed_texts": "deny", "biomedclip_tokenize": "deny", "biomedclip_preprocess": "deny",
     "biomedclip_model_info": "deny", "biomedclip_load_model": "deny", "biomedclip_zero_shot": "deny",
-    "biomedclip_zero_shot_logits": "deny", "biomedclip_save_calibration": "deny",
+    "biomedclip_zero_shot_logits": "deny", "biomedclip_save_calibration": "deny", "biomedclip_drop_calibration": "deny",
     "biomedclip_prompt_cache_misses": "deny", "biomedclip_embed_dicom": "deny",
     "biomedclip_slide_patches": "deny", "biomedclip_embed_slide": "deny",
     "biomedclip_softmax": "public", "biomedclip_calibration_accum": "public",
@@ -44,6 +44,7 @@ DECISIONS = {
     "biomedclip_render_dicom": "public", "biomedclip_dicom_info": "public",
     "biomedclip_window_presets": "public", "biomedclip_slide_levels": "public",
     "biomedclip_render_slide_region": "public", "biomedclip_vector_combine": "public",
+    "biomedclip_job_functions": "public", "biomedclip_grant": "deny", "biomedclip_revoke": "deny",
 }
 
 
@@ -73,6 +74,7 @@ CALLS = {
     "biomedclip_zero_shot": ("SELECT count(*) FROM biomedclip_zero_shot(biomedclip_embed_text('x'), ARRAY['a', 'b'])", ()),
     "biomedclip_zero_shot_logits": ("SELECT cardinality(biomedclip_zero_shot_logits(biomedclip_embed_text('x'), ARRAY['a'], ARRAY['{}']))", ()),
     "biomedclip_save_calibration": (f"SELECT biomedclip_save_calibration('sec_cal', '{FIT}', ARRAY['a', 'b'])", ()),
+    "biomedclip_drop_calibration": ("SELECT biomedclip_drop_calibration('sec_cal')", ()),
     "biomedclip_prompt_cache_misses": ("SELECT biomedclip_prompt_cache_misses()", ()),
     "biomedclip_embed_dicom": ("SELECT embedding_dims(biomedclip_embed_dicom(%s))", (DICOM,)),
     "biomedclip_slide_patches": ("SELECT count(*) FROM biomedclip_slide_patches(%s, max_patches => 2)", (SVS,)),
@@ -85,6 +87,10 @@ CALLS = {
     "biomedclip_window_presets": ("SELECT count(*) FROM biomedclip_window_presets()", ()),
     "biomedclip_slide_levels": ("SELECT count(*) FROM biomedclip_slide_levels(%s)", (SVS,)),
     "biomedclip_render_slide_region": ("SELECT length(biomedclip_render_slide_region(%s, 0, 0, 16, 16))", (SVS,)),
+    "biomedclip_job_functions": ("SELECT count(*) FROM biomedclip_job_functions('analyst')", ()),
+    # Without grant options the GRANTs inside only warn ("no privileges were granted").
+    "biomedclip_grant": ("SELECT count(*) FROM biomedclip_grant('attacker', 'auditor')", ()),
+    "biomedclip_revoke": ("SELECT count(*) FROM biomedclip_revoke('attacker', 'auditor')", ()),
 }
 # Called only through the aggregates above.
 INTERNAL = {"biomedclip_calibration_accum", "biomedclip_fit_temperature_final", "biomedclip_reliability_final",
@@ -139,7 +145,6 @@ def setup():
         c.execute("GRANT SELECT ON biomedclip.models TO attacker")
         if c.execute("SELECT to_regclass('biomedclip.model_activity')").fetchone()[0]:  # absent before 0.2.0
             c.execute("GRANT SELECT ON biomedclip.model_activity TO attacker")
-        c.execute("GRANT INSERT, UPDATE ON biomedclip.calibrations TO attacker")  # as a calibration steward
     with connect("attacker") as c:
         c.execute(TRAPS)
 

@@ -52,6 +52,26 @@ FROM unnest(biomedclip_preprocess(pg_read_binary_file(:'shared' || '/biomedclip/
 
 -- Bad input: a clear ERROR naming the problem.
 SELECT biomedclip_embed_text('');
+-- Text beyond the 256-token context is cut, as open_clip does, but not silently: one NOTICE per
+-- statement (not per text), naming no text.
+SELECT cardinality(biomedclip_embed_texts(ARRAY[repeat('effusion ', 300), repeat('nodule ', 400), 'short'])) AS embedded;
+SELECT cardinality(biomedclip_tokenize(repeat('effusion ', 300))) AS tokens;
+SELECT cardinality(biomedclip_tokenize('effusion')) AS tokens_no_notice;
+-- Array errors name the element.
+SELECT biomedclip_embed_texts(ARRAY['effusion', '  ']);
+SELECT biomedclip_embed_images(ARRAY[pg_read_binary_file(:'shared' || '/biomedclip/example_images/pie_chart.png'), '\x00'::bytea]);
+-- Bulk loads: with biomedclip.on_error = null a bad item embeds as NULL with a WARNING naming it,
+-- and the good ones are exactly what they are without the setting.
+SET biomedclip.on_error = 'null';
+SELECT biomedclip_embed_image('\x00') IS NULL AS bad_image_is_null, biomedclip_embed_text(' ') IS NULL AS empty_text_is_null;
+-- (OFFSET 0: unnest() of a call with constant arguments is also evaluated once by the planner
+-- to estimate its rows, which would run the model, and warn, twice.)
+SELECT array_agg(x IS NULL ORDER BY o) AS nulls
+FROM (SELECT biomedclip_embed_texts(ARRAY['effusion', '', 'nodule']) AS a OFFSET 0) s, unnest(s.a) WITH ORDINALITY u(x, o);
+SELECT array_agg(x IS NULL ORDER BY o) AS nulls,
+       (array_agg(x ORDER BY o))[1] = biomedclip_embed_image(pg_read_binary_file(:'shared' || '/biomedclip/example_images/pie_chart.png')) AS same_embedding
+FROM unnest(biomedclip_embed_images(ARRAY[pg_read_binary_file(:'shared' || '/biomedclip/example_images/pie_chart.png'), '\x00'::bytea, NULL])) WITH ORDINALITY u(x, o);
+RESET biomedclip.on_error;
 SELECT biomedclip_embed_text(E' \t\n ');
 SELECT biomedclip_embed_image('');
 SELECT biomedclip_embed_image('not an image at all');
@@ -80,7 +100,8 @@ SELECT biomedclip_embed_text('x') IS NOT NULL;
 SET biomedclip.execution_provider = 'auto';
 SELECT embedding_dims(biomedclip_embed_text('x')),
        biomedclip_model_info() ->> 'requested_execution_provider' AS requested,
-       biomedclip_model_info() ->> 'execution_provider' LIKE 'cpu (cuda unavailable:%' AS fell_back;
+       biomedclip_model_info() ->> 'execution_provider' = 'cpu'
+       AND biomedclip_model_info() ->> 'execution_provider_fallback' LIKE 'cuda unavailable:%' AS fell_back;
 RESET biomedclip.execution_provider;
 
 -- Settings that name files are superuser-only.

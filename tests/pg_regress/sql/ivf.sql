@@ -25,6 +25,29 @@ SET enable_seqscan = off;
 EXPLAIN (COSTS OFF) SELECT id FROM items ORDER BY emb <=> '[1,0,0]' LIMIT 3;
 EXPLAIN (COSTS OFF) SELECT id FROM items ORDER BY emb <-> '[1,0,0]' LIMIT 3;
 EXPLAIN (COSTS OFF) SELECT id FROM items ORDER BY half <#> '[1,0,0]' LIMIT 3;
+-- The README's image -> image form: the query row's vector as a scalar subquery uses the index
+-- (the join form a.emb <=> b.emb cannot), and the row itself is left out; the rows equal an exact
+-- ordering with every list probed.
+SET ivf.probes = 3;
+EXPLAIN (COSTS OFF) SELECT id FROM items WHERE id <> 4 ORDER BY emb <=> (SELECT emb FROM items WHERE id = 4) LIMIT 3;
+SELECT array_agg(id ORDER BY id) AS through_index FROM (SELECT id FROM items WHERE id <> 4 ORDER BY emb <=> (SELECT emb FROM items WHERE id = 4) LIMIT 3) s;
+SELECT array_agg(id ORDER BY id) AS exact FROM (SELECT id FROM items WHERE id <> 4 ORDER BY (emb <=> (SELECT emb FROM items WHERE id = 4)) + 0, id LIMIT 3) s;
+RESET ivf.probes;
+-- Tuning information: what the build chose and how full the lists are. The row count is that of
+-- the indexable rows (non-NULL and, for cosine, non-zero), the sizes add up, the size is the
+-- relation's.
+SELECT (i ->> 'lists')::int AS lists, i ->> 'metric' AS metric, i ->> 'element' AS element, (i ->> 'dims')::int AS dims,
+       (i ->> 'rows')::int = (SELECT count(*) FROM items WHERE emb IS NOT NULL AND embedding_norm(emb) > 0) AS rows_match,
+       (SELECT sum(x::int) FROM jsonb_array_elements_text(i -> 'list_sizes') x) = (i ->> 'rows')::int AS sizes_add_up,
+       (i ->> 'size_bytes')::bigint = pg_relation_size('items_cos') AS size_matches
+FROM ivf_index_info('items_cos') i;
+SELECT (ivf_index_info('items_half_l2') ->> 'rows')::int = (SELECT count(*) FROM items WHERE half IS NOT NULL) AS half_rows_match;
+SELECT ivf_index_info('items_pkey');
+-- Recall of a query through the index against an exact scan: every list probed is exact.
+SET ivf.probes = 3;
+SELECT ivf_evaluate_recall($$SELECT id FROM items ORDER BY emb <-> '[1,0,0]' LIMIT 5$$) AS recall_all_lists;
+RESET ivf.probes;
+SHOW enable_indexscan;
 -- Never for queries without ORDER BY distance (an index-only count(*) would be wrong).
 EXPLAIN (COSTS OFF) SELECT count(*) FROM items;
 EXPLAIN (COSTS OFF) SELECT id FROM items WHERE emb = '[1,0,0]';

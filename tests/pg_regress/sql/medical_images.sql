@@ -74,6 +74,22 @@ SELECT biomedclip_embed_slide(NULL) IS NULL AS null_in_null_out;
 -- Errors.
 SELECT biomedclip_embed_slide(data, 'attention') FROM files WHERE name = 'svs';
 SELECT biomedclip_embed_slide(data, 'max') FROM files WHERE name = 'svs';
+-- A colour object cannot be windowed: an error, or NULL with a WARNING under on_error = null
+-- (a series load finishes; the grayscale slices embed as always).
+SELECT name, biomedclip_embed_dicom(data, 'lung') IS NULL AS skipped FROM files WHERE name = 'us_rgb';
+SET biomedclip.on_error = 'null';
+SELECT name, biomedclip_embed_dicom(data, 'lung') IS NULL AS skipped FROM files WHERE name IN ('us_rgb', 'ct') ORDER BY name;
+RESET biomedclip.on_error;
+-- A region past the level's edge is refused, naming the level's size (it used to come back padded).
+SELECT biomedclip_render_slide_region(data, 2100, 0, 224, 224) FROM files WHERE name = 'svs';
+-- Slide embeddings are not L2-normalized (the mean of unit vectors), by decision: 'mean' stays
+-- exactly avg() of the patch rows.
+SELECT round(embedding_norm(biomedclip_embed_slide(data))::numeric, 2) < 1 AS norm_below_one FROM files WHERE name = 'svs';
+-- A whole-slide image given to biomedclip_embed_image embeds as one picture, with a NOTICE that
+-- points to the slide functions.
+SELECT embedding_dims(biomedclip_embed_image(data)) AS dims FROM files WHERE name = 'svs';
+-- A query vector with mean pooling would be ignored: an error says so.
+SELECT biomedclip_embed_slide(data, 'mean', biomedclip_embed_text('tumor')) FROM files WHERE name = 'svs';
 SELECT count(*) FROM biomedclip_slide_patches((SELECT data FROM files WHERE name = 'svs'), level => 2);
 SELECT count(*) FROM biomedclip_slide_patches((SELECT data FROM files WHERE name = 'svs'), patch_size => 8);
 SELECT count(*) FROM biomedclip_slide_patches((SELECT data FROM files WHERE name = 'svs'), tissue_threshold => 1.5);

@@ -29,6 +29,40 @@ SELECT embedding_dims(biomedclip_embed_text('pleural effusion'));
 SELECT count(*) FROM biomedclip_zero_shot(biomedclip_embed_text('x'), ARRAY['a', 'b']);
 SELECT biomedclip_model_info() ->> 'precision' AS precision;
 RESET ROLE;
+-- A calibration steward needs EXECUTE on the two calibration functions only (SECURITY DEFINER):
+-- no table privileges, no biomedclip_model_info.
+CREATE ROLE priv_steward;
+GRANT EXECUTE ON FUNCTION biomedclip_save_calibration(text, jsonb, text[], text[], boolean),
+    biomedclip_drop_calibration(text) TO priv_steward;
+SET ROLE priv_steward;
+SELECT biomedclip_save_calibration('steward-cal', '{"temperature": 1.5, "n": 10}', ARRAY['a', 'b']);
+SELECT name, temperature FROM biomedclip.calibrations WHERE name = 'steward-cal';
+SELECT biomedclip_model_info();
+INSERT INTO biomedclip.calibrations (name, model_sha256, labels, templates, temperature) VALUES ('x', 'x', '{}', '{}', 1);
+SELECT biomedclip_drop_calibration('steward-cal') AS dropped;
+RESET ROLE;
+DROP OWNED BY priv_steward;
+DROP ROLE priv_steward;
+-- Job bundles: biomedclip_grant gives a role every function of one job and nothing else, and
+-- biomedclip_revoke takes it back (checked in the catalog and by calling).
+CREATE ROLE priv_job;
+SELECT count(*) AS granted FROM biomedclip_grant('priv_job', 'analyst');
+SELECT count(*) FILTER (WHERE has_function_privilege('priv_job', f, 'EXECUTE')) AS executable, count(*) AS in_bundle
+FROM biomedclip_job_functions('analyst') f;
+SELECT has_function_privilege('priv_job', 'biomedclip_save_calibration(text, jsonb, text[], text[], boolean)', 'EXECUTE') AS can_save,
+       has_function_privilege('priv_job', 'biomedclip_load_model()', 'EXECUTE') AS can_reload,
+       has_function_privilege('priv_job', 'biomedclip_embed_dicom(bytea, text, integer)', 'EXECUTE') AS can_embed_dicom;
+SET ROLE priv_job;
+SELECT embedding_dims(biomedclip_embed_text('pleural effusion')) AS dims;
+SELECT count(*) FROM biomedclip_zero_shot(biomedclip_embed_text('x'), ARRAY['a', 'b']);
+RESET ROLE;
+SELECT count(*) AS granted FROM biomedclip_grant('priv_job', 'steward');
+SELECT has_function_privilege('priv_job', 'biomedclip_save_calibration(text, jsonb, text[], text[], boolean)', 'EXECUTE') AS steward_can_save;
+SELECT count(*) AS revoked FROM biomedclip_revoke('priv_job', 'steward');
+SELECT count(*) FILTER (WHERE has_function_privilege('priv_job', f, 'EXECUTE')) AS still_executable
+FROM biomedclip_job_functions('steward') f;
+SELECT count(*) FROM biomedclip_grant('priv_job', 'janitor');
+DROP ROLE priv_job;
 DROP TABLE priv_t;
 DROP OWNED BY priv_analyst;
 DROP ROLE priv_analyst;

@@ -40,6 +40,13 @@ FROM imgs LIMIT 1;
 SELECT biomedclip_prompt_cache_misses() AS before \gset
 SELECT count(*) FROM imgs, biomedclip_zero_shot(emb, ARRAY['fracture', 'effusion', 'tumour'], ARRAY['this is a photo of {}', '{} presented in image']);
 SELECT biomedclip_prompt_cache_misses() - :before AS prompts_embedded;
+-- A model call inline in a WHERE clause is evaluated per row; repeated texts come from the
+-- backend's text cache, so 500 rows comparing two alternating texts with a third run the text
+-- tower 3 times, not 1,000.
+SELECT biomedclip_prompt_cache_misses() AS before \gset
+SELECT count(*) FROM generate_series(1, 500) g
+WHERE biomedclip_embed_text('cache check pneumonia ' || (g % 2)) <=> biomedclip_embed_text('cache check effusion') < 3;
+SELECT biomedclip_prompt_cache_misses() - :before AS texts_through_the_model;
 -- Switching to another model (same ONNX files, another manifest, so another SHA-256 and logit
 -- scale) embeds the same prompts again: the cache is keyed by the model, and the logits follow
 -- the new scale exactly (exp(3) instead of exp(ln 100)).
@@ -95,4 +102,17 @@ SELECT * FROM biomedclip_zero_shot((SELECT emb FROM imgs LIMIT 1), ARRAY['brain 
 SELECT * FROM biomedclip_zero_shot((SELECT emb FROM imgs LIMIT 1), ARRAY['brain MRI'], calibration => 'nope');
 UPDATE biomedclip.calibrations SET model_sha256 = 'another-model';
 SELECT * FROM biomedclip_zero_shot((SELECT emb FROM imgs LIMIT 1), ARRAY['brain MRI', 'chest X-ray', 'pie chart'], calibration => 'triage-v1');
-DELETE FROM biomedclip.calibrations;
+-- A name is not silently overwritten; replace => true overwrites it.
+SELECT biomedclip_save_calibration('triage-v1', '{"temperature": 2.0}', ARRAY['a', 'b']);
+SELECT biomedclip_save_calibration('triage-v1', '{"temperature": 2.0}', ARRAY['a', 'b'], replace => true);
+SELECT name, labels, temperature FROM biomedclip.calibrations;
+-- A fit without a temperature, or a degenerate one, is refused with a clear error.
+SELECT biomedclip_save_calibration('bad', '{"ece_before": 0.1}', ARRAY['a', 'b']);
+SELECT biomedclip_save_calibration('bad', '{"temperature": -1}', ARRAY['a', 'b']);
+-- Constant logits carry no temperature: the fit stops at the search bound, warns, and is refused.
+SELECT (fit ->> 'at_search_bound')::boolean AS at_search_bound, round((fit ->> 'temperature')::numeric, 1) AS t
+FROM (SELECT biomedclip_fit_temperature(ARRAY[1.0, 1.0]::float8[], 1 + (i % 2)) AS fit FROM generate_series(1, 20) i) f;
+SELECT biomedclip_save_calibration('flat', (SELECT biomedclip_fit_temperature(ARRAY[1.0, 1.0]::float8[], 1 + (i % 2)) FROM generate_series(1, 20) i), ARRAY['a', 'b']);
+-- Dropping: true when it existed.
+SELECT biomedclip_drop_calibration('triage-v1') AS dropped, biomedclip_drop_calibration('triage-v1') AS dropped_again;
+SELECT count(*) AS calibrations_left FROM biomedclip.calibrations;
