@@ -69,6 +69,9 @@ echo "== upgrade from the previous release, pg_dump and restore"
 echo "== pgvector 0.8.6's own SQL tests against pgvector and against embedding, side by side"
 "$ROOT/target/pyenv/bin/python" tests/pgvector_parity.py "$PORT"
 
+echo "== the README's SQL, executed verbatim"
+"$ROOT/target/pyenv/bin/python" tests/readme_suite.py "$PORT"
+
 echo "== ONNX Runtime hygiene in backends (telemetry, cancel, timeout, terminations, load cancel)"
 "$ROOT/target/pyenv/bin/python" tests/runtime_hygiene.py "$PORT" "$work/data/server.log"
 

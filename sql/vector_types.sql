@@ -312,3 +312,19 @@ CREATE FUNCTION array_numeric_to_halfembedding(numeric[], integer, boolean) RETU
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
     RETURN @extschema@.array_float8_to_halfembedding($1::pg_catalog.float8[], $2, $3);
 CREATE CAST (numeric[] AS halfembedding) WITH FUNCTION array_numeric_to_halfembedding(numeric[], integer, boolean) AS ASSIGNMENT;
+
+-- embedding * scalar (and scalar * embedding): every element times a number; overflow is an error.
+CREATE FUNCTION embedding_scale(embedding, double precision) RETURNS embedding
+    AS 'MODULE_PATHNAME', 'embedding_scale_wrapper' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION embedding_scale(double precision, embedding) RETURNS embedding
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE RETURN @extschema@.embedding_scale($2, $1);
+CREATE OPERATOR * (LEFTARG = embedding, RIGHTARG = double precision, PROCEDURE = embedding_scale, COMMUTATOR = *);
+CREATE OPERATOR * (LEFTARG = double precision, RIGHTARG = embedding, PROCEDURE = embedding_scale, COMMUTATOR = *);
+
+-- halfembedding * scalar (and scalar * halfembedding): every element times a number; overflow is an error.
+CREATE FUNCTION halfembedding_scale(halfembedding, double precision) RETURNS halfembedding
+    AS 'MODULE_PATHNAME', 'halfembedding_scale_wrapper' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION halfembedding_scale(double precision, halfembedding) RETURNS halfembedding
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE RETURN @extschema@.halfembedding_scale($2, $1);
+CREATE OPERATOR * (LEFTARG = halfembedding, RIGHTARG = double precision, PROCEDURE = halfembedding_scale, COMMUTATOR = *);
+CREATE OPERATOR * (LEFTARG = double precision, RIGHTARG = halfembedding, PROCEDURE = halfembedding_scale, COMMUTATOR = *);

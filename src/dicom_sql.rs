@@ -11,9 +11,22 @@ use biomedclip_core::preprocess;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
+/// `window` may end in `,auto` ('lung,auto'): the window for grayscale objects, and 'auto' (the
+/// colours as stored) for colour objects, which a window cannot apply to. Without it a colour
+/// object with a window is an error: the fallback happens only when asked for.
 fn try_render(data: &[u8], window: &str, frame: i32) -> Result<Decoded, ImageError> {
     caught(|| {
-        let spec = WindowSpec::parse(window)?;
+        let (window, colour_auto) = match window.rsplit_once(',') {
+            Some((w, fallback)) if fallback.trim().eq_ignore_ascii_case("auto") => (w, true),
+            _ => (window, false),
+        };
+        let mut spec = WindowSpec::parse(window)?;
+        if colour_auto {
+            let info = dicom::technical_info(data)?;
+            if info.get("samples_per_pixel").and_then(|v| v.as_u64()) == Some(3) {
+                spec = WindowSpec::Auto;
+            }
+        }
         let frame = u32::try_from(frame).map_err(|_| ImageError::Invalid(format!("DICOM: frame {frame} is out of range (frames are numbered from 0)")))?;
         dicom::render(data, &spec, frame, pixel_limit())
     })

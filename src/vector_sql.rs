@@ -224,6 +224,13 @@ macro_rules! vector_sql_functions {
             }
 
             #[pg_extern(sql = false)]
+            fn [<$p _scale>](a: PgVector<$T>, s: f64) -> PgVector<$T> {
+                let out = vector_ops::scale(&a.to_f32_vec(), s).or_raise();
+                let narrowed = try_from_f64::<$T>(out.iter().map(|&x| x as f64)).map_err(|_| VectorError::Overflow("scaling"));
+                PgVector::from_slice(&narrowed.or_raise())
+            }
+
+            #[pg_extern(sql = false)]
             fn [<$p _concat>](a: PgVector<$T>, b: PgVector<$T>) -> PgVector<$T> {
                 binary_op(&a, &b, "concatenation", vector_ops::concat)
             }

@@ -40,6 +40,18 @@ pub fn mul(a: &[f32], b: &[f32]) -> Result<Vec<f32>, VectorError> {
     Ok(out)
 }
 
+/// Every element times `s`; overflow and non-finite factors are errors.
+pub fn scale(a: &[f32], s: f64) -> Result<Vec<f32>, VectorError> {
+    if !s.is_finite() {
+        return Err(VectorError::NotFinite(s.to_string()));
+    }
+    let out: Vec<f32> = a.iter().map(|&x| (x as f64 * s) as f32).collect();
+    if out.iter().any(|x| !x.is_finite()) {
+        return Err(VectorError::Overflow("scaling"));
+    }
+    Ok(out)
+}
+
 /// `a` followed by `b`, within the dimension limit.
 pub fn concat(a: &[f32], b: &[f32]) -> Result<Vec<f32>, VectorError> {
     crate::vector_format::check_dims(a.len() + b.len())?;

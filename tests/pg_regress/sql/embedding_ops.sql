@@ -59,3 +59,9 @@ SELECT v FROM ord_t WHERE v = '[1,2,0]';
 EXPLAIN (COSTS OFF) SELECT v FROM ord_t WHERE v = '[1,2,0]';
 RESET enable_seqscan;
 DROP TABLE ord_t;
+-- Scalar multiplication, both ways round; '[...]' literals still mean element-wise products.
+SELECT '[1,-2.5]'::embedding * 2.0 AS times_two, 0.5 * '[2,4]'::embedding AS half, '[1,2]'::halfembedding * 3 AS half_times_three;
+SELECT '[1,2]'::embedding * '[3,4]' AS elementwise;
+SELECT '[3e38]'::embedding * 10;
+SELECT '[60000]'::halfembedding * 2;
+SELECT '[1,2]'::embedding * 'NaN'::float8;

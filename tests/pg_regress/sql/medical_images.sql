@@ -80,6 +80,11 @@ SELECT name, biomedclip_embed_dicom(data, 'lung') IS NULL AS skipped FROM files 
 SET biomedclip.on_error = 'null';
 SELECT name, biomedclip_embed_dicom(data, 'lung') IS NULL AS skipped FROM files WHERE name IN ('us_rgb', 'ct') ORDER BY name;
 RESET biomedclip.on_error;
+-- Asked for with ',auto', colour objects fall back to 'auto' (their stored colours) while grayscale
+-- ones get the window: the same vectors as asking for each explicitly.
+SELECT name, biomedclip_embed_dicom(data, 'lung,auto') = biomedclip_embed_dicom(data, CASE name WHEN 'us_rgb' THEN 'auto' ELSE 'lung' END) AS as_asked
+FROM files WHERE name IN ('us_rgb', 'ct') ORDER BY name;
+SELECT biomedclip_render_dicom(data, 'lung,minmax') FROM files WHERE name = 'ct';
 -- A region past the level's edge is refused, naming the level's size (it used to come back padded).
 SELECT biomedclip_render_slide_region(data, 2100, 0, 224, 224) FROM files WHERE name = 'svs';
 -- Slide embeddings are not L2-normalized (the mean of unit vectors), by decision: 'mean' stays
