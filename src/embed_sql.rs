@@ -15,21 +15,7 @@ use pgrx::{pg_sys, JsonB};
 /// A PostgreSQL error raised inside the step (a query cancel seen by `check_for_interrupts!`)
 /// travels on unchanged.
 pub(crate) fn guarded<T>(step: impl FnOnce() -> Result<T, ImageError>) -> T {
-    guarded_element(None, step)
-}
-
-/// [`guarded`], naming the 1-based array `element` in the error when there is one.
-fn guarded_element<T>(element: Option<usize>, step: impl FnOnce() -> Result<T, ImageError>) -> T {
-    let error = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)) {
-        Ok(Ok(v)) => return v,
-        Ok(Err(e)) => e,
-        Err(payload) if payload.is::<pg_sys::panic::CaughtError>() => std::panic::resume_unwind(payload),
-        Err(_) => ImageError::Corrupt { format: "image", detail: "the decoder failed on malformed data".into() },
-    };
-    match element {
-        None => raise_image_error(error),
-        Some(i) => model_cache::raise(image_error_code(&error), format!("element {i}: {error}")),
-    }
+    caught(step).unwrap_or_else(|e| raise_image_error(e))
 }
 
 /// Under `biomedclip.on_error = null`, says which input was skipped (WARNING) and returns;
@@ -59,12 +45,6 @@ pub(crate) fn caught<T>(step: impl FnOnce() -> Result<T, ImageError>) -> Result<
 /// biomedclip.max_image_pixels.
 pub(crate) fn pixel_limit() -> u64 {
     settings::MAX_IMAGE_PIXELS.get().max(1) as u64
-}
-
-/// Decodes and preprocesses, turning a decoder panic into an error instead of a crash. In an
-/// array, `element` (1-based, as SQL arrays) is named in the error.
-fn preprocess_image(data: &[u8], cfg: &PreprocessConfig, out: &mut Vec<f32>, element: Option<usize>) {
-    guarded_element(element, || preprocess::preprocess_into(data, cfg, pixel_limit(), out))
 }
 
 /// Appends the image's tensor to `out`, or (under on_error = null) leaves `out` as it was and
@@ -299,7 +279,7 @@ fn biomedclip_tokenize(text: &str) -> Vec<i32> {
 fn biomedclip_preprocess(data: &[u8]) -> Vec<f32> {
     let cfg = model_preprocess_config();
     let mut out = Vec::with_capacity(3 * cfg.image_size * cfg.image_size);
-    preprocess_image(data, &cfg, &mut out, None);
+    guarded(|| preprocess::preprocess_into(data, &cfg, pixel_limit(), &mut out));
     out
 }
 

@@ -90,7 +90,7 @@ fn current_key() -> CacheKey {
         ExecutionProvider::Cuda => Provider::Cuda,
         ExecutionProvider::Auto => Provider::Auto,
     };
-    let pinned_sha256 = settings::string_setting(&settings::MODEL_SHA256);
+    let pinned_sha256 = settings::path_setting(&settings::MODEL_SHA256, "biomedclip.model_sha256");
     CacheKey { dir, provider, threads: settings::INTRA_OP_THREADS.get() as usize, pinned_sha256 }
 }
 
@@ -122,7 +122,7 @@ fn register_exit_hook() {
 /// possibly in the middle of a call (FATAL), hence `try_borrow_mut`.
 #[pg_guard]
 unsafe extern "C-unwind" fn on_exit(_code: i32, _arg: pg_sys::Datum) {
-    let left = runtime_shutdown();
+    let left = biomedclip_core::inflight::shutdown(EXIT_WAIT);
     if left > 0 {
         // Nothing of PostgreSQL may be called here beyond logging; the count helps diagnosis.
         pgrx::log!("biomedclip: {left} inference thread(s) still running at exit after the wait");
@@ -136,10 +136,6 @@ unsafe extern "C-unwind" fn on_exit(_code: i32, _arg: pg_sys::Datum) {
 
 /// How long the exit hook waits for terminated runs: ORT stops at its next operator boundary.
 const EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
-
-fn runtime_shutdown() -> usize {
-    biomedclip_core::inflight::shutdown(EXIT_WAIT)
-}
 
 /// Runs `f` with this backend's model, loading (or reloading) it when the settings changed.
 pub fn with_model<T>(f: impl FnOnce(&mut LocalModel) -> T) -> T {

@@ -155,16 +155,8 @@ const RECORD_MODEL_SQL: &str = "
         first_loaded_at = LEAST(r.first_loaded_at, excluded.first_loaded_at),
         load_count = r.load_count OPERATOR(pg_catalog.+) 1";
 
-/// Both tables in one statement (0.2.0 and later; 0.1.0 has no model_activity).
-const RECORD_SQL: &str = "
-WITH m AS (
-    INSERT INTO biomedclip.models AS r (manifest_sha256, name, version, precision, files, first_loaded_at, loaded_at, load_count)
-    VALUES ($1, $2, $3, $4, $5, pg_catalog.to_timestamp($6), pg_catalog.to_timestamp($6), 1)
-    ON CONFLICT (manifest_sha256) DO UPDATE SET
-        loaded_at = GREATEST(r.loaded_at, excluded.loaded_at),
-        first_loaded_at = LEAST(r.first_loaded_at, excluded.first_loaded_at),
-        load_count = r.load_count OPERATOR(pg_catalog.+) 1
-    RETURNING 1)
+/// The activity row, after the models row (0.2.0 and later; 0.1.0 has no model_activity).
+const RECORD_ACTIVITY_SQL: &str = "
 INSERT INTO biomedclip.model_activity AS a (manifest_sha256, day, loads, first_at, last_at)
 SELECT $1, pg_catalog.timezone('UTC', pg_catalog.to_timestamp($6))::pg_catalog.date, 1,
        pg_catalog.to_timestamp($6), pg_catalog.to_timestamp($6)
@@ -223,8 +215,13 @@ fn record(entry: &SpoolEntry) {
             let nsp = pg_sys::get_namespace_oid(c"biomedclip".as_ptr(), true);
             nsp != pg_sys::InvalidOid && pg_sys::get_relname_relid(c"model_activity".as_ptr(), nsp) != pg_sys::InvalidOid
         };
+        let sql = if has_activity {
+            format!("WITH m AS ({RECORD_MODEL_SQL} RETURNING 1) {RECORD_ACTIVITY_SQL}")
+        } else {
+            RECORD_MODEL_SQL.to_string()
+        };
         Spi::run_with_args(
-            if has_activity { RECORD_SQL } else { RECORD_MODEL_SQL },
+            &sql,
             &[
                 entry.manifest_sha256.clone().into(),
                 manifest.name.clone().into(),

@@ -129,11 +129,6 @@ pub fn register() {
     );
 }
 
-/// A string setting, or None when unset or empty.
-pub fn string_setting(setting: &GucSetting<Option<CString>>) -> Option<String> {
-    setting.get().and_then(|v| v.to_str().ok().map(str::to_string)).filter(|s| !s.trim().is_empty())
-}
-
 /// A string setting as UTF-8, or an ERROR that names the setting.
 pub fn path_setting(setting: &GucSetting<Option<CString>>, name: &str) -> Option<String> {
     let value = setting.get()?;
