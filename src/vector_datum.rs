@@ -14,7 +14,7 @@ use pgrx::prelude::*;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 
-const HEADER_BYTES: usize = 8;
+pub const HEADER_BYTES: usize = 8;
 
 /// A detoasted vector value living in a PostgreSQL memory context.
 pub struct PgVector<T> {
@@ -58,7 +58,7 @@ impl<T: Element> PgVector<T> {
     }
 }
 
-unsafe fn set_varsize_4b(ptr: *mut u8, len: usize) {
+pub unsafe fn set_varsize_4b(ptr: *mut u8, len: usize) {
     // SET_VARSIZE for a 4-byte header on little-endian machines: length << 2.
     (ptr as *mut u32).write((len as u32) << 2);
 }

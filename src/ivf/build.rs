@@ -1,17 +1,19 @@
-//! CREATE INDEX / REINDEX: sample, k-means, then assign every row to its nearest list.
+//! CREATE INDEX / REINDEX: train the lists, assign every row, write each list contiguously.
 //!
-//! 1. A first heap scan counts the rows and keeps a uniform reservoir sample, bounded by
-//!    `maintenance_work_mem` (phase "performing k-means" covers the k-means that follows).
-//! 2. k-means++ and Lloyd iterations on the sample give the list centroids (spherical for cosine
-//!    and inner product).
-//! 3. A second heap scan assigns each row to its nearest centroid and appends it to that list's
-//!    page chain ("assigning tuples").
-//! 4. The list pages get their chain pointers and every page is WAL-logged ("loading tuples").
+//! 1. `train`: a uniform sample and k-means ("performing k-means").
+//! 2. A second heap scan collects rows in batches; each batch is assigned to its nearest lists on
+//!    `max_parallel_maintenance_workers` + 1 threads (which call nothing of PostgreSQL), and every
+//!    entry goes into a tuplesort keyed by its list ("assigning tuples"). The sort spills to disk
+//!    beyond `maintenance_work_mem`, as pgvector's build does.
+//! 3. The sorted entries are written list after list, so that each list's chain is a run of
+//!    consecutive blocks (a probe reads sequentially), then every page is WAL-logged ("loading
+//!    tuples").
 
 use super::pages::{self, Meta, INVALID_BLOCK};
-use super::{handler, to_f32, Element, Metric, OpClass};
-use crate::vector_datum::PgVector;
-use biomedclip_core::kmeans::{self, Rng};
+use super::train::{self, build_threads};
+use super::vectors::{check_dims, datum_vector, typmod_dims, Encoder};
+use super::{to_f32, OpClass};
+use biomedclip_core::kmeans;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -19,167 +21,16 @@ pub const PHASE_KMEANS: i64 = 2;
 pub const PHASE_ASSIGN: i64 = 3;
 pub const PHASE_LOAD: i64 = 4;
 
-const KMEANS_ITERATIONS: usize = 10;
-/// Training points per list (as FAISS's default cap): far fewer give visibly worse lists when
-/// the data has many more natural clusters than the index has lists.
-const SAMPLES_PER_LIST: usize = 256;
+/// Seed of the RaBitQ rotation (recorded in the metapage; fixed, so builds are reproducible).
+const ROTATION_SEED: u64 = 0x4956_4652_6162_6974;
+/// Rows assigned per parallel batch.
+const ASSIGN_BATCH: usize = 2048;
 
-fn progress(param: u32, value: i64) {
+pub fn progress(param: u32, value: i64) {
     unsafe { pg_sys::pgstat_progress_update_param(param as i32, value) };
 }
 
-/// The vector of a datum as raw element bytes (None for NULL, or a zero vector under cosine).
-pub unsafe fn datum_vector(opclass: OpClass, datum: pg_sys::Datum, isnull: bool) -> Option<Vec<u8>> {
-    if isnull {
-        return None;
-    }
-    let bytes: Vec<u8> = match opclass.element {
-        Element::F32 => {
-            let v = PgVector::<f32>::from_polymorphic_datum(datum, false, pg_sys::InvalidOid)?;
-            v.as_slice().iter().flat_map(|x| x.to_ne_bytes()).collect()
-        }
-        Element::F16 => {
-            let v = PgVector::<half::f16>::from_polymorphic_datum(datum, false, pg_sys::InvalidOid)?;
-            v.as_slice().iter().flat_map(|x| x.to_bits().to_ne_bytes()).collect()
-        }
-    };
-    if opclass.metric == Metric::Cosine && to_f32(opclass.element, &bytes).iter().all(|&x| x == 0.0) {
-        return None;
-    }
-    Some(bytes)
-}
-
-/// Dimensions from the column's typmod, if it has one.
-unsafe fn typmod_dims(index: pg_sys::Relation) -> Option<usize> {
-    let attr = (*(*index).rd_att).attrs.as_slice(1)[0];
-    (attr.atttypmod > 0).then_some(attr.atttypmod as usize)
-}
-
-pub fn check_dims(found: usize, expected: usize) {
-    if found != expected {
-        crate::model_cache::raise(pgrx::PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, format!("ivf: expected {expected} dimensions, not {found}"));
-    }
-}
-
-struct SampleState {
-    opclass: OpClass,
-    dims: Option<usize>,
-    capacity: usize,
-    sample: Vec<Vec<f32>>,
-    seen: u64,
-    rng: Rng,
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn sample_callback(
-    _index: pg_sys::Relation,
-    _tid: pg_sys::ItemPointer,
-    values: *mut pg_sys::Datum,
-    isnull: *mut bool,
-    _alive: bool,
-    state: *mut std::ffi::c_void,
-) {
-    let st = &mut *(state as *mut SampleState);
-    let Some(bytes) = datum_vector(st.opclass, *values, *isnull) else { return };
-    let v = to_f32(st.opclass.element, &bytes);
-    match st.dims {
-        Some(d) => check_dims(v.len(), d),
-        None => st.dims = Some(v.len()),
-    }
-    st.seen += 1;
-    // Reservoir sampling (Algorithm R): a uniform sample of everything seen so far.
-    if st.sample.len() < st.capacity {
-        st.sample.push(v);
-    } else {
-        let j = (st.rng.next_f64() * st.seen as f64) as usize;
-        if j < st.capacity {
-            st.sample[j] = v;
-        }
-    }
-}
-
-struct LoadState {
-    opclass: OpClass,
-    dims: usize,
-    centroids: Vec<f32>,
-    centroid_norms: Vec<f32>,
-    start: Vec<pg_sys::BlockNumber>,
-    tail: Vec<pg_sys::BlockNumber>,
-    fork: pg_sys::ForkNumber::Type,
-    indexed: f64,
-}
-
-impl LoadState {
-    fn nearest(&self, v: &[f32]) -> usize {
-        let v = self.opclass.assignment_vector(v);
-        let vn = biomedclip_core::distance::dot_f32(&v, &v);
-        kmeans::nearest(&self.centroids, &self.centroid_norms, self.dims, &v, vn).0
-    }
-}
-
-/// A new page at the end of `fork` holding `item` (no WAL: the build logs its pages at the end).
-unsafe fn new_page_with(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, item: &[u8]) -> pg_sys::BlockNumber {
-    let buf = pages::new_buffer(index, fork);
-    let blk = pg_sys::BufferGetBlockNumber(buf);
-    let page = pg_sys::BufferGetPage(buf);
-    pages::init_page(page);
-    if !pages::try_add(page, item) {
-        error!("ivf: index row of {} bytes does not fit on a page", item.len());
-    }
-    pg_sys::MarkBufferDirty(buf);
-    pg_sys::UnlockReleaseBuffer(buf);
-    blk
-}
-
-/// Appends an item to a list chain during the build. Returns (the chain's first block if this
-/// call created it, else INVALID_BLOCK; the chain's tail block after the append).
-unsafe fn append_unlogged(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, tail: pg_sys::BlockNumber, item: &[u8]) -> (pg_sys::BlockNumber, pg_sys::BlockNumber) {
-    if tail == INVALID_BLOCK {
-        let blk = new_page_with(index, fork, item);
-        return (blk, blk);
-    }
-    let buf = pg_sys::ReadBufferExtended(index, fork, tail, pg_sys::ReadBufferMode::RBM_NORMAL, std::ptr::null_mut());
-    pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_EXCLUSIVE as i32);
-    let page = pg_sys::BufferGetPage(buf);
-    let new_tail = if pages::try_add(page, item) {
-        tail
-    } else {
-        let next = new_page_with(index, fork, item);
-        (*pages::opaque(page)).next = next;
-        next
-    };
-    pg_sys::MarkBufferDirty(buf);
-    pg_sys::UnlockReleaseBuffer(buf);
-    (INVALID_BLOCK, new_tail)
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn load_callback(
-    index: pg_sys::Relation,
-    tid: pg_sys::ItemPointer,
-    values: *mut pg_sys::Datum,
-    isnull: *mut bool,
-    _alive: bool,
-    state: *mut std::ffi::c_void,
-) {
-    let st = &mut *(state as *mut LoadState);
-    let Some(bytes) = datum_vector(st.opclass, *values, *isnull) else { return };
-    let v = to_f32(st.opclass.element, &bytes);
-    check_dims(v.len(), st.dims);
-    let list = st.nearest(&v);
-    let item = pages::data_item(*tid, st.opclass.sq_norm(&bytes), &bytes);
-    let (first, tail) = append_unlogged(index, st.fork, st.tail[list], &item);
-    if st.start[list] == INVALID_BLOCK {
-        st.start[list] = first;
-    }
-    st.tail[list] = tail;
-    st.indexed += 1.0;
-    if (st.indexed as u64) % 1000 == 0 {
-        progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE, st.indexed as i64);
-    }
-}
-
-unsafe fn scan_heap(
+pub unsafe fn scan_heap(
     heap: pg_sys::Relation,
     index: pg_sys::Relation,
     info: *mut pg_sys::IndexInfo,
@@ -191,38 +42,143 @@ unsafe fn scan_heap(
     scan(heap, index, info, true, false, true, 0, pg_sys::InvalidBlockNumber, callback, state, std::ptr::null_mut())
 }
 
-/// Samples the table and computes the centroids; returns (dims, lists, centroids, rows seen).
-unsafe fn train(heap: pg_sys::Relation, index: pg_sys::Relation, info: *mut pg_sys::IndexInfo, opclass: OpClass) -> (usize, usize, Vec<f32>, f64) {
-    let dims_hint = typmod_dims(index);
-    let bytes_per_vector = dims_hint.unwrap_or(512) * 4 + 64;
-    let budget = (pg_sys::maintenance_work_mem as usize) * 1024;
-    let capacity = (budget / bytes_per_vector).clamp(1000, 1_000_000);
-    let mut st = SampleState { opclass, dims: dims_hint, capacity, sample: Vec::new(), seen: 0, rng: Rng::new(0x1d2c) };
-    let heap_tuples = scan_heap(heap, index, info, Some(sample_callback), &mut st as *mut _ as *mut _);
-    let dims = st.dims.unwrap_or(1);
-    let max = pages::max_dims(opclass.element);
-    if dims > max {
-        crate::model_cache::raise(pgrx::PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED, format!("ivf: {dims} dimensions exceed the index limit of {max} for this type"));
+struct AssignState {
+    opclass: OpClass,
+    dims: usize,
+    centroids: Vec<f32>,
+    centroid_norms: Vec<f32>,
+    threads: usize,
+    encoder: Encoder,
+    /// The pending batch: assignment vectors (flat), heap TIDs and element bytes.
+    batch_vectors: Vec<f32>,
+    batch_rows: Vec<(pg_sys::ItemPointerData, Vec<u8>)>,
+    sort: *mut pg_sys::Tuplesortstate,
+    indexed: f64,
+}
+
+impl AssignState {
+    /// Assigns the pending batch and feeds its entries to the sort as `bytea` values: the list
+    /// number (big-endian, so that byte order is list order) followed by the index item.
+    unsafe fn flush(&mut self) {
+        if self.batch_rows.is_empty() {
+            return;
+        }
+        let lists = kmeans::assign(&self.centroids, &self.centroid_norms, self.dims, &self.batch_vectors, self.threads);
+        let mut datum = Vec::new();
+        for ((tid, bytes), list) in self.batch_rows.drain(..).zip(lists) {
+            let item = self.encoder.item(tid, &bytes, &self.centroids[list * self.dims..(list + 1) * self.dims]);
+            datum.clear();
+            datum.resize(4, 0);
+            datum.extend_from_slice(&(list as u32).to_be_bytes());
+            datum.extend_from_slice(&item);
+            crate::vector_datum::set_varsize_4b(datum.as_mut_ptr(), datum.len());
+            pg_sys::tuplesort_putdatum(self.sort, pg_sys::Datum::from(datum.as_ptr()), false);
+        }
+        self.batch_vectors.clear();
+        progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE, self.indexed as i64);
+        pgrx::check_for_interrupts!();
     }
-    let wanted = handler::lists_option(index);
-    let lists = if wanted > 0 { wanted } else { super::default_lists(st.seen as f64) };
-    progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_KMEANS);
-    // k-means needs about SAMPLES_PER_LIST points per list; more adds time, little quality.
-    let keep = (lists * SAMPLES_PER_LIST).max(lists).min(st.sample.len());
-    let flat: Vec<f32> = st.sample.iter().take(keep).flatten().copied().collect();
-    drop(st.sample);
-    let centroids = kmeans::kmeans(&flat, dims, lists, opclass.kmeans_metric(), KMEANS_ITERATIONS, 42);
-    (dims, lists, centroids, heap_tuples)
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn assign_callback(
+    _index: pg_sys::Relation,
+    tid: pg_sys::ItemPointer,
+    values: *mut pg_sys::Datum,
+    isnull: *mut bool,
+    _alive: bool,
+    state: *mut std::ffi::c_void,
+) {
+    let st = &mut *(state as *mut AssignState);
+    let Some(bytes) = datum_vector(st.opclass, *values, *isnull) else { return };
+    let v = to_f32(st.opclass.element, &bytes);
+    check_dims(v.len(), st.dims);
+    st.batch_vectors.extend_from_slice(&st.opclass.assignment_vector(&v));
+    st.batch_rows.push((*tid, bytes));
+    st.indexed += 1.0;
+    if st.batch_rows.len() >= ASSIGN_BATCH {
+        st.flush();
+    }
+}
+
+/// A new page at the end of `fork`, initialized, pinned and locked (no WAL: the build logs its
+/// pages at the end).
+unsafe fn new_page(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type) -> pg_sys::Buffer {
+    let buf = pages::new_buffer(index, fork);
+    pages::init_page(pg_sys::BufferGetPage(buf));
+    buf
+}
+
+unsafe fn finish_page(buf: pg_sys::Buffer) {
+    pg_sys::MarkBufferDirty(buf);
+    pg_sys::UnlockReleaseBuffer(buf);
+}
+
+/// Writes the sorted entries list after list. Returns each list's (first, last) block.
+unsafe fn load_sorted(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, sort: *mut pg_sys::Tuplesortstate, lists: usize) -> Vec<(pg_sys::BlockNumber, pg_sys::BlockNumber)> {
+    let mut chains = vec![(INVALID_BLOCK, INVALID_BLOCK); lists];
+    let mut current: Option<(usize, pg_sys::Buffer)> = None;
+    let mut value = pg_sys::Datum::from(0usize);
+    let mut isnull = false;
+    let mut loaded: i64 = 0;
+    while pg_sys::tuplesort_getdatum(sort, true, &mut value, &mut isnull, std::ptr::null_mut()) {
+        let ptr = value.cast_mut_ptr::<u8>();
+        let len = pgrx::varsize_any(ptr as *const pg_sys::varlena);
+        let body = std::slice::from_raw_parts(ptr.add(4), len - 4);
+        let list = u32::from_be_bytes([body[0], body[1], body[2], body[3]]) as usize;
+        let item = &body[4..];
+        match current {
+            Some((l, buf)) if l == list => {
+                let page = pg_sys::BufferGetPage(buf);
+                if !pages::try_add(page, item) {
+                    let next = new_page(index, fork);
+                    let next_blk = pg_sys::BufferGetBlockNumber(next);
+                    (*pages::opaque(page)).next = next_blk;
+                    finish_page(buf);
+                    add_or_fail(next, item);
+                    chains[list].1 = next_blk;
+                    current = Some((list, next));
+                }
+            }
+            _ => {
+                if let Some((_, buf)) = current.take() {
+                    finish_page(buf);
+                }
+                let buf = new_page(index, fork);
+                let blk = pg_sys::BufferGetBlockNumber(buf);
+                add_or_fail(buf, item);
+                chains[list] = (blk, blk);
+                current = Some((list, buf));
+            }
+        }
+        pg_sys::pfree(ptr as *mut std::ffi::c_void);
+        loaded += 1;
+        if loaded % 10_000 == 0 {
+            pgrx::check_for_interrupts!();
+        }
+    }
+    if let Some((_, buf)) = current {
+        finish_page(buf);
+    }
+    chains
+}
+
+unsafe fn add_or_fail(buf: pg_sys::Buffer, item: &[u8]) {
+    if !pages::try_add(pg_sys::BufferGetPage(buf), item) {
+        error!("ivf: index row of {} bytes does not fit on a page", item.len());
+    }
 }
 
 unsafe fn write_index(heap: pg_sys::Relation, index: pg_sys::Relation, info: *mut pg_sys::IndexInfo, fork: pg_sys::ForkNumber::Type) -> (f64, f64) {
     let opclass = OpClass::of_index(index);
-    let (dims, lists, centroids, heap_tuples) = if heap.is_null() {
+    let trained = if heap.is_null() {
         // Init fork of an unlogged index: one list around the origin.
-        (typmod_dims(index).unwrap_or(1), 1, vec![0.0; typmod_dims(index).unwrap_or(1)], 0.0)
+        let dims = typmod_dims(index).unwrap_or(1);
+        train::Trained { dims, lists: 1, centroids: vec![0.0; dims], heap_tuples: 0.0 }
     } else {
-        train(heap, index, info, opclass)
+        train::train(heap, index, info, opclass)
     };
+    let train::Trained { dims, lists, centroids, heap_tuples } = trained;
 
     // Metapage, then list pages.
     let meta_buf = pages::new_buffer(index, fork);
@@ -230,8 +186,7 @@ unsafe fn write_index(heap: pg_sys::Relation, index: pg_sys::Relation, info: *mu
         error!("ivf: index is not empty");
     }
     pages::init_page(pg_sys::BufferGetPage(meta_buf));
-    pg_sys::MarkBufferDirty(meta_buf);
-    pg_sys::UnlockReleaseBuffer(meta_buf);
+    finish_page(meta_buf);
     // Centroids are stored in the column's precision: round them first, so that the build assigns
     // rows with exactly the centroids that inserts and scans will read back.
     let centroids: Vec<f32> = match opclass.element {
@@ -239,37 +194,60 @@ unsafe fn write_index(heap: pg_sys::Relation, index: pg_sys::Relation, info: *mu
         super::Element::F32 => centroids,
     };
     let (first_list_blkno, locations) = pages::write_lists(index, fork, &centroids, dims, opclass.element);
-    let meta = Meta { dims, lists, opclass, first_list_blkno, centroid_element: opclass.element };
+    let quantizer = super::handler::quantizer_option(index);
+    if quantizer == super::Quantizer::RaBitQ && (*(*index).rd_index).indkey.values.as_slice(1)[0] == 0 {
+        crate::model_cache::raise(
+            pgrx::PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            "ivf: quantizer = 'rabitq' re-ranks with the table's column, so it needs a plain column, not an expression".into(),
+        );
+    }
+    let meta = Meta { dims, lists, opclass, first_list_blkno, centroid_element: opclass.element, quantizer, rotation_seed: ROTATION_SEED };
 
-    let mut st = LoadState {
-        opclass,
-        dims,
-        centroid_norms: centroids.chunks_exact(dims).map(|c| biomedclip_core::distance::dot_f32(c, c)).collect(),
-        centroids,
-        start: vec![INVALID_BLOCK; lists],
-        tail: vec![INVALID_BLOCK; lists],
-        fork,
-        indexed: 0.0,
-    };
+    let mut chains = vec![(INVALID_BLOCK, INVALID_BLOCK); lists];
+    let mut indexed = 0.0;
     if !heap.is_null() {
         progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_ASSIGN);
         progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_TOTAL, heap_tuples as i64);
-        scan_heap(heap, index, info, Some(load_callback), &mut st as *mut _ as *mut _);
+        let sort = pg_sys::tuplesort_begin_datum(
+            pg_sys::BYTEAOID,
+            pg_sys::Oid::from(pg_sys::ByteaLessOperator),
+            pg_sys::InvalidOid,
+            false,
+            pg_sys::maintenance_work_mem,
+            std::ptr::null_mut(),
+            pg_sys::TUPLESORT_NONE as i32,
+        );
+        let mut st = AssignState {
+            opclass,
+            dims,
+            centroid_norms: centroids.chunks_exact(dims).map(|c| biomedclip_core::distance::dot_f32(c, c)).collect(),
+            centroids,
+            threads: build_threads(),
+            encoder: Encoder::new(&meta),
+            batch_vectors: Vec::with_capacity(ASSIGN_BATCH * dims),
+            batch_rows: Vec::with_capacity(ASSIGN_BATCH),
+            sort,
+            indexed: 0.0,
+        };
+        scan_heap(heap, index, info, Some(assign_callback), &mut st as *mut _ as *mut _);
+        st.flush();
+        indexed = st.indexed;
+        progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_LOAD);
+        pg_sys::tuplesort_performsort(sort);
+        chains = load_sorted(index, fork, sort, lists);
+        pg_sys::tuplesort_end(sort);
     }
 
-    progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_LOAD);
     for (list, &(blkno, off)) in locations.iter().enumerate() {
         let buf = pg_sys::ReadBufferExtended(index, fork, blkno, pg_sys::ReadBufferMode::RBM_NORMAL, std::ptr::null_mut());
         pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_EXCLUSIVE as i32);
-        pages::set_list_pages(pg_sys::BufferGetPage(buf), off, st.start[list], st.tail[list]);
-        pg_sys::MarkBufferDirty(buf);
-        pg_sys::UnlockReleaseBuffer(buf);
+        pages::set_list_pages(pg_sys::BufferGetPage(buf), off, chains[list].0, chains[list].1);
+        finish_page(buf);
     }
     let buf = pg_sys::ReadBufferExtended(index, fork, pages::META_BLKNO, pg_sys::ReadBufferMode::RBM_NORMAL, std::ptr::null_mut());
     pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_EXCLUSIVE as i32);
     pages::write_meta(pg_sys::BufferGetPage(buf), &meta);
-    pg_sys::MarkBufferDirty(buf);
-    pg_sys::UnlockReleaseBuffer(buf);
+    finish_page(buf);
 
     // WAL-log every page (init forks always; the main fork unless the relation is unlogged/temp).
     let permanent = (*(*index).rd_rel).relpersistence == pg_sys::RELPERSISTENCE_PERMANENT as std::ffi::c_char;
@@ -277,7 +255,7 @@ unsafe fn write_index(heap: pg_sys::Relation, index: pg_sys::Relation, info: *mu
         let nblocks = pg_sys::RelationGetNumberOfBlocksInFork(index, fork);
         pg_sys::log_newpage_range(index, fork, 0, nblocks, true);
     }
-    (heap_tuples, st.indexed)
+    (heap_tuples, indexed)
 }
 
 #[pg_guard]

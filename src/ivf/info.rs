@@ -51,6 +51,7 @@ fn ivf_index_info(index: pg_sys::Oid) -> JsonB {
             "dims": meta.dims,
             "metric": match meta.opclass.metric { Metric::L2 => "l2", Metric::InnerProduct => "ip", Metric::Cosine => "cosine" },
             "element": match meta.opclass.element { Element::F32 => "f32", Element::F16 => "f16" },
+            "quantizer": match meta.quantizer { super::Quantizer::None => "none", super::Quantizer::RaBitQ => "rabitq" },
             "rows": total,
             "rows_per_list": {"min": sizes.iter().copied().min().unwrap_or(0), "max": max, "mean": mean,
                               "empty_lists": sizes.iter().filter(|&&n| n == 0).count()},

@@ -4,7 +4,7 @@
 //! Locking: the list page is read under a share lock and released before the data page is
 //! locked; a data page is locked before (never after) a list page, so inserters cannot deadlock.
 
-use super::build::{check_dims, datum_vector};
+use super::vectors::{check_dims, datum_vector, Encoder};
 use super::pages::{self, INVALID_BLOCK};
 use super::{to_f32, OpClass};
 use pgrx::pg_sys;
@@ -32,7 +32,7 @@ pub unsafe fn append(index: pg_sys::Relation, list: &pages::ListEntry, item: &[u
     if blkno == INVALID_BLOCK {
         // An empty list: its first page is created and recorded under the list page's lock.
         let list_buf = pages::read_locked(index, list.blkno, pg_sys::BUFFER_LOCK_EXCLUSIVE);
-        let entry_now = current_pages(list_buf, list.offset);
+        let entry_now = pages::list_pages(list_buf, list.offset);
         if entry_now.1 != INVALID_BLOCK {
             // Someone else created it meanwhile.
             pg_sys::UnlockReleaseBuffer(list_buf);
@@ -89,7 +89,7 @@ pub unsafe fn append(index: pg_sys::Relation, list: &pages::ListEntry, item: &[u
             error!("ivf: index row of {} bytes does not fit on a page", item.len());
         }
         (*pages::opaque(wpage)).next = new_blk;
-        let (start, _) = current_pages(list_buf, list.offset);
+        let (start, _) = pages::list_pages(list_buf, list.offset);
         pages::set_list_pages(lpage, list.offset, start, new_blk);
         pg_sys::GenericXLogFinish(state);
         pg_sys::UnlockReleaseBuffer(list_buf);
@@ -97,13 +97,6 @@ pub unsafe fn append(index: pg_sys::Relation, list: &pages::ListEntry, item: &[u
         pg_sys::UnlockReleaseBuffer(buf);
         return;
     }
-}
-
-/// (start, insert) of the list tuple at `offset` on a locked list page.
-unsafe fn current_pages(list_buf: pg_sys::Buffer, offset: pg_sys::OffsetNumber) -> (pg_sys::BlockNumber, pg_sys::BlockNumber) {
-    let page = pg_sys::BufferGetPage(list_buf);
-    let item = pg_sys::PageGetItem(page, pg_sys::PageGetItemId(page, offset)) as *const pg_sys::BlockNumber;
-    (item.read_unaligned(), item.add(1).read_unaligned())
 }
 
 #[pg_guard]
@@ -123,6 +116,6 @@ pub unsafe extern "C-unwind" fn aminsert(
     check_dims(v.len(), meta.dims);
     let lists = pages::read_lists(index, &meta);
     let list = &lists[nearest_list(&lists, &v, meta.opclass)];
-    append(index, list, &pages::data_item(*heap_tid, meta.opclass.sq_norm(&bytes), &bytes));
+    append(index, list, &Encoder::new(&meta).item(*heap_tid, &bytes, &list.centroid));
     false
 }

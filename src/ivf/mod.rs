@@ -44,6 +44,8 @@
 //! cosine distance is undefined); an index scan never returns them.
 
 pub mod build;
+pub mod train;
+pub mod vectors;
 pub mod handler;
 pub mod info;
 pub mod insert;
@@ -78,6 +80,16 @@ impl Element {
             Element::F16 => 2,
         }
     }
+}
+
+/// How data items hold their vectors (`WITH (quantizer = ...)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Quantizer {
+    /// The full vector, in the column's precision (exact distances during the scan).
+    None = 0,
+    /// A RaBitQ code (1 bit per dimension + 3 factors); exact distances come from the heap.
+    RaBitQ = 1,
 }
 
 /// The opclass code returned by support function 1: metric + 10 * element.
@@ -136,6 +148,15 @@ impl OpClass {
         }
     }
 
+    /// The vector as RaBitQ encodes it (and its query): unit length for cosine, whose distance
+    /// is then half the squared L2 distance; as is for L2 and inner product.
+    pub fn quantized_vector(self, v: &[f32]) -> Vec<f32> {
+        match self.metric {
+            Metric::Cosine => biomedclip_core::vector_ops::l2_normalize(v),
+            _ => v.to_vec(),
+        }
+    }
+
     /// The ORDER BY operator's value for a stored vector (raw element bytes, with its squared
     /// norm) and the query (with its squared norm): exactly what the SQL operator returns.
     pub fn distance(self, stored: &[u8], stored_sq_norm: f32, query: &[u8], query_sq_norm: f32) -> f64 {
@@ -177,19 +198,22 @@ pub fn to_f32(element: Element, bytes: &[u8]) -> Vec<f32> {
 }
 
 pub static PROBES: GucSetting<i32> = GucSetting::<i32>::new(10);
-/// `ivf.iterative_scan`: `off`, or `relaxed_order` (pgvector's name; results across batches
-/// are in relaxed order, as pgvector's relaxed_order) with `on` kept as its alias.
+/// `ivf.iterative_scan`: `off` (one batch of `ivf.probes` lists), `strict_order` (the default:
+/// further batches never return a row closer than one already returned) or `relaxed_order`
+/// (they may; pgvector's names). `on`, the 0.1.0 spelling, keeps its 0.1.0 meaning, relaxed order.
 #[derive(pgrx::PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum IterativeScan {
     #[name = c"off"]
     Off,
-    #[name = c"on"]
-    On,
+    #[name = c"strict_order"]
+    StrictOrder,
     #[name = c"relaxed_order"]
     RelaxedOrder,
+    #[name = c"on"]
+    On,
 }
 
-pub static ITERATIVE_SCAN: GucSetting<IterativeScan> = GucSetting::<IterativeScan>::new(IterativeScan::On);
+pub static ITERATIVE_SCAN: GucSetting<IterativeScan> = GucSetting::<IterativeScan>::new(IterativeScan::StrictOrder);
 pub static MAX_PROBES: GucSetting<i32> = GucSetting::<i32>::new(32768);
 
 pub fn register_settings() {
@@ -205,8 +229,8 @@ pub fn register_settings() {
     );
     GucRegistry::define_enum_guc(
         c"ivf.iterative_scan",
-        c"Continue into further lists, nearest first, when filters or row-level security reject rows: off, on or relaxed_order (the same).",
-        c"Stops when the query has its rows or after ivf.max_probes lists.",
+        c"Continue into further lists, nearest first, when filters or row-level security reject rows: off, strict_order or relaxed_order.",
+        c"Stops when the query has its rows or after ivf.max_probes lists. strict_order never returns a row closer than one already returned; relaxed_order may (and fills a LIMIT with fewer lists read).",
         &ITERATIVE_SCAN,
         GucContext::Userset,
         GucFlags::default(),

@@ -1,14 +1,17 @@
 //! Page layout of the ivf index (see the module docs of `ivf`) and the buffer helpers.
 
-use super::{Element, OpClass};
+use super::{Element, OpClass, Quantizer};
+use biomedclip_core::rabitq::{self, Factors};
 use pgrx::pg_sys::{self, BlockNumber, Buffer, OffsetNumber, Page};
 use std::mem::size_of;
 
 pub const META_BLKNO: BlockNumber = 0;
 pub const MAGIC: u32 = 0x4956_4631; // "IVF1"
-/// Layout 3 stores each list's centroid in the column's precision (f16 for halfembedding, so
-/// 4,000-dimension half indexes fit); layout 2 (0.1.0) stored f32 centroids and is still read.
-pub const VERSION: u32 = 3;
+/// Layout 4 adds the quantizer (and the RaBitQ rotation seed) to the metapage. Layout 3 (the
+/// first 0.2.0 builds) stores each list's centroid in the column's precision, as 4 does; layout 2
+/// (0.1.0) stored f32 centroids. Both are still read, as flat (unquantized) indexes.
+pub const VERSION: u32 = 4;
+const COLUMN_CENTROIDS_VERSION: u32 = 3;
 const F32_CENTROIDS_VERSION: u32 = 2;
 pub const PAGE_ID: u16 = 0xFF91;
 pub const INVALID_BLOCK: BlockNumber = pg_sys::InvalidBlockNumber;
@@ -16,6 +19,9 @@ const P_NEW: BlockNumber = pg_sys::InvalidBlockNumber;
 /// `IndexTupleData` (heap TID + t_info, 8 bytes), then the squared norm (f32) and 4 bytes of
 /// padding: where the vector starts in an item.
 pub const ITEM_HEADER: usize = 16;
+/// A RaBitQ item: `IndexTupleData`, the residual norm, the quantization quality and the
+/// residual's dot product with the centroid (f32 each), 4 bytes of padding, then the code.
+pub const RABITQ_HEADER: usize = 24;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -34,7 +40,13 @@ struct MetaData {
     lists: u32,
     opclass: i32,
     first_list_blkno: u32,
+    // Layout 4:
+    quantizer: u32,
+    rotation_seed: u64,
 }
+
+/// The metapage fields before layout 4.
+const META_V3_BYTES: usize = 24;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -51,6 +63,22 @@ pub struct Meta {
     pub first_list_blkno: BlockNumber,
     /// How centroids are stored: the column's element (layout 3) or f32 (layout 2).
     pub centroid_element: Element,
+    pub quantizer: Quantizer,
+    pub rotation_seed: u64,
+}
+
+impl Meta {
+    /// Bytes of one data item (maxaligned), as stored on a page.
+    pub fn item_bytes(&self) -> usize {
+        match self.quantizer {
+            Quantizer::None => maxalign(ITEM_HEADER + self.dims * self.opclass.element.size()),
+            Quantizer::RaBitQ => maxalign(RABITQ_HEADER + rabitq::code_bytes(self.dims)),
+        }
+    }
+
+    pub fn rotation(&self) -> rabitq::Rotation {
+        rabitq::Rotation::new(self.dims, self.rotation_seed)
+    }
 }
 
 /// One list: where its tuple lives, its chain, and its centroid.
@@ -118,6 +146,8 @@ pub unsafe fn write_meta(page: Page, meta: &Meta) {
         lists: meta.lists as u32,
         opclass: meta.opclass.code(),
         first_list_blkno: meta.first_list_blkno,
+        quantizer: meta.quantizer as u32,
+        rotation_seed: meta.rotation_seed,
     };
     let contents = pg_sys::PageGetContents(page) as *mut MetaData;
     contents.write_unaligned(data);
@@ -128,14 +158,24 @@ pub unsafe fn write_meta(page: Page, meta: &Meta) {
 pub unsafe fn read_meta(index: pg_sys::Relation) -> Meta {
     let buf = read_locked(index, META_BLKNO, pg_sys::BUFFER_LOCK_SHARE);
     let page = pg_sys::BufferGetPage(buf);
-    let data = (pg_sys::PageGetContents(page) as *const MetaData).read_unaligned();
+    // Layouts 2 and 3 end after `first_list_blkno`: read only what they wrote.
+    let mut data: MetaData = std::mem::zeroed();
+    std::ptr::copy_nonoverlapping(pg_sys::PageGetContents(page) as *const u8, &mut data as *mut MetaData as *mut u8, META_V3_BYTES);
+    if data.version == VERSION {
+        data = (pg_sys::PageGetContents(page) as *const MetaData).read_unaligned();
+    }
     pg_sys::UnlockReleaseBuffer(buf);
     if data.magic != MAGIC {
         pgrx::error!("ivf index \"{}\" has no valid metapage", relname(index));
     }
-    if data.version != VERSION && data.version != F32_CENTROIDS_VERSION {
-        pgrx::error!("ivf index \"{}\" has layout version {}, this build reads {} and {}; REINDEX it", relname(index), data.version, F32_CENTROIDS_VERSION, VERSION);
+    if ![VERSION, COLUMN_CENTROIDS_VERSION, F32_CENTROIDS_VERSION].contains(&data.version) {
+        pgrx::error!("ivf index \"{}\" has layout version {}, this build reads {} to {}; REINDEX it", relname(index), data.version, F32_CENTROIDS_VERSION, VERSION);
     }
+    let quantizer = match data.quantizer {
+        0 => Quantizer::None,
+        1 => Quantizer::RaBitQ,
+        _ => pgrx::error!("ivf: corrupt metapage"),
+    };
     let opclass = OpClass::from_code(data.opclass).unwrap_or_else(|| pgrx::error!("ivf: corrupt metapage"));
     Meta {
         dims: data.dims as usize,
@@ -143,6 +183,8 @@ pub unsafe fn read_meta(index: pg_sys::Relation) -> Meta {
         opclass,
         first_list_blkno: data.first_list_blkno,
         centroid_element: if data.version == F32_CENTROIDS_VERSION { Element::F32 } else { opclass.element },
+        quantizer,
+        rotation_seed: data.rotation_seed,
     }
 }
 
@@ -220,6 +262,14 @@ pub unsafe fn read_lists(index: pg_sys::Relation, meta: &Meta) -> Vec<ListEntry>
     out
 }
 
+/// (start, insert) of the list tuple at `offset` on a locked list page.
+pub unsafe fn list_pages(list_buf: Buffer, offset: OffsetNumber) -> (BlockNumber, BlockNumber) {
+    let page = pg_sys::BufferGetPage(list_buf);
+    let item = pg_sys::PageGetItem(page, pg_sys::PageGetItemId(page, offset)) as *const ListHeader;
+    let h = item.read_unaligned();
+    (h.start, h.insert)
+}
+
 /// Updates a list's chain pointers in place on a (locked, WAL-registered) list page.
 pub unsafe fn set_list_pages(page: Page, offset: OffsetNumber, start: BlockNumber, insert: BlockNumber) {
     let item = pg_sys::PageGetItem(page, pg_sys::PageGetItemId(page, offset)) as *mut ListHeader;
@@ -243,6 +293,28 @@ pub unsafe fn read_item<'a>(page: Page, off: OffsetNumber, vector_bytes: usize) 
     let tuple = (item as *const pg_sys::IndexTupleData).read_unaligned();
     let sq_norm = (item.add(8) as *const f32).read_unaligned();
     (tuple.t_tid, sq_norm, std::slice::from_raw_parts(item.add(ITEM_HEADER), vector_bytes))
+}
+
+/// A RaBitQ data item: IndexTupleData (heap TID, size), factors, code.
+pub fn rabitq_item(tid: pg_sys::ItemPointerData, f: &Factors, code: &[u8]) -> Vec<u8> {
+    let size = maxalign(RABITQ_HEADER + code.len());
+    let mut item = vec![0u8; size];
+    let header = pg_sys::IndexTupleData { t_tid: tid, t_info: size as u16 };
+    unsafe { std::ptr::write_unaligned(item.as_mut_ptr() as *mut pg_sys::IndexTupleData, header) };
+    item[8..12].copy_from_slice(&f.norm.to_ne_bytes());
+    item[12..16].copy_from_slice(&f.quality.to_ne_bytes());
+    item[16..20].copy_from_slice(&f.residual_dot_centroid.to_ne_bytes());
+    item[RABITQ_HEADER..RABITQ_HEADER + code.len()].copy_from_slice(code);
+    item
+}
+
+/// The heap TID, factors and code of the RaBitQ item at `off`.
+pub unsafe fn read_rabitq_item<'a>(page: Page, off: OffsetNumber, code_bytes: usize) -> (pg_sys::ItemPointerData, Factors, &'a [u8]) {
+    let item = pg_sys::PageGetItem(page, pg_sys::PageGetItemId(page, off)) as *const u8;
+    let tuple = (item as *const pg_sys::IndexTupleData).read_unaligned();
+    let f = |at: usize| (item.add(at) as *const f32).read_unaligned();
+    let factors = Factors { norm: f(8), quality: f(12), residual_dot_centroid: f(16) };
+    (tuple.t_tid, factors, std::slice::from_raw_parts(item.add(RABITQ_HEADER), code_bytes))
 }
 
 /// Adds an item to a page; `false` when it does not fit.

@@ -1,6 +1,6 @@
-//! VACUUM: remove entries whose heap rows are dead, page by page, under generic WAL.
-//! Freed space on inner pages of a chain is not reused by inserts (they append at the chain's
-//! tail); REINDEX compacts an index after large deletions.
+//! VACUUM: remove entries whose heap rows are dead, page by page, under generic WAL, and point
+//! each list's insert page at the first page of its chain with room for an entry, so that later
+//! inserts fill the freed space before the chain grows (as pgvector's ivfflat does).
 
 use super::pages::{self, INVALID_BLOCK};
 use pgrx::pg_sys;
@@ -17,8 +17,11 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
     let stats = if stats.is_null() { pgrx::PgBox::<pg_sys::IndexBulkDeleteResult>::alloc0().into_pg() } else { stats };
     let callback = callback.expect("bulk delete callback");
     let meta = pages::read_meta(index);
+    // An entry needs its item plus a line pointer.
+    let entry_bytes = meta.item_bytes() + std::mem::size_of::<pg_sys::ItemIdData>();
     for list in pages::read_lists(index, &meta) {
         let mut blkno = list.start;
+        let mut first_with_room = INVALID_BLOCK;
         while blkno != INVALID_BLOCK {
             pg_sys::vacuum_delay_point();
             let buf = pg_sys::ReadBufferExtended(index, pg_sys::ForkNumber::MAIN_FORKNUM, blkno, pg_sys::ReadBufferMode::RBM_NORMAL, (*info).strategy);
@@ -40,37 +43,39 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
                 pg_sys::GenericXLogFinish(state);
                 (*stats).tuples_removed += dead.len() as f64;
             }
+            if first_with_room == INVALID_BLOCK && pg_sys::PageGetFreeSpace(page) + std::mem::size_of::<pg_sys::ItemIdData>() >= entry_bytes {
+                first_with_room = blkno;
+            }
             blkno = (*pages::opaque(page)).next;
             pg_sys::UnlockReleaseBuffer(buf);
+        }
+        if first_with_room != INVALID_BLOCK {
+            move_insert_page(index, &list, first_with_room);
         }
     }
     stats
 }
 
+/// Points a list's insert page back at `blkno` (an earlier page of its chain with room).
+unsafe fn move_insert_page(index: pg_sys::Relation, list: &pages::ListEntry, blkno: pg_sys::BlockNumber) {
+    let buf = pages::read_locked(index, list.blkno, pg_sys::BUFFER_LOCK_EXCLUSIVE);
+    let (start, insert) = pages::list_pages(buf, list.offset);
+    if insert != blkno && start != INVALID_BLOCK {
+        let state = pg_sys::GenericXLogStart(index);
+        let page = pg_sys::GenericXLogRegisterBuffer(state, buf, 0);
+        pages::set_list_pages(page, list.offset, start, blkno);
+        pg_sys::GenericXLogFinish(state);
+    }
+    pg_sys::UnlockReleaseBuffer(buf);
+}
+
 #[pg_guard]
 pub unsafe extern "C-unwind" fn amvacuumcleanup(info: *mut pg_sys::IndexVacuumInfo, stats: *mut pg_sys::IndexBulkDeleteResult) -> *mut pg_sys::IndexBulkDeleteResult {
-    if (*info).analyze_only {
+    // No bulk delete ran (nothing was deleted): the index did not change, and reading all of it
+    // to count entries would make every VACUUM of a large table pay a full index read.
+    if (*info).analyze_only || stats.is_null() {
         return stats;
     }
-    let stats = if stats.is_null() {
-        // No bulk delete ran (nothing to delete): count the entries.
-        let s = pgrx::PgBox::<pg_sys::IndexBulkDeleteResult>::alloc0().into_pg();
-        let index = (*info).index;
-        let meta = pages::read_meta(index);
-        for list in pages::read_lists(index, &meta) {
-            let mut blkno = list.start;
-            while blkno != INVALID_BLOCK {
-                let buf = pages::read_locked(index, blkno, pg_sys::BUFFER_LOCK_SHARE);
-                let page = pg_sys::BufferGetPage(buf);
-                (*s).num_index_tuples += pg_sys::PageGetMaxOffsetNumber(page) as f64;
-                blkno = (*pages::opaque(page)).next;
-                pg_sys::UnlockReleaseBuffer(buf);
-            }
-        }
-        s
-    } else {
-        stats
-    };
     (*stats).num_pages = pg_sys::RelationGetNumberOfBlocksInFork((*info).index, pg_sys::ForkNumber::MAIN_FORKNUM);
     stats
 }

@@ -14,6 +14,7 @@ pub mod model;
 pub mod onnx_check;
 pub mod pooling;
 pub mod preprocess;
+pub mod rabitq;
 pub mod resample;
 pub mod runtime;
 pub mod slide;

@@ -98,3 +98,33 @@ fn degenerate_inputs_give_k_finite_centroids() {
         }
     }
 }
+
+#[test]
+fn an_interrupt_stops_kmeans_between_steps() {
+    // The check is called between seeding steps and Lloyd iterations; once it reports an
+    // interrupt the run returns at the next step instead of finishing.
+    let (dim, k) = (16, 50);
+    let data = blobs(5000, dim, k, 2);
+    let calls = std::cell::Cell::new(0usize);
+    let interrupted = || {
+        calls.set(calls.get() + 1);
+        calls.get() > 3
+    };
+    let control = biomedclip_core::kmeans::Control { threads: 2, interrupted: &interrupted };
+    let r = biomedclip_core::kmeans::kmeans_with(&data, dim, k, Metric::L2, 10, 1, &control);
+    assert_eq!(r, Err(biomedclip_core::kmeans::Interrupted));
+    assert_eq!(calls.get(), 4, "stopped at the first step after the interrupt");
+}
+
+#[test]
+fn parallel_assignment_equals_nearest() {
+    let (dim, k) = (32, 20);
+    let data = blobs(5000, dim, k, 4);
+    let centroids = kmeans(&data, dim, k, Metric::L2, 5, 2);
+    let norms: Vec<f32> = centroids.chunks_exact(dim).map(|c| c.iter().map(|x| x * x).sum()).collect();
+    let got = biomedclip_core::kmeans::assign(&centroids, &norms, dim, &data, 3);
+    for (i, row) in data.chunks_exact(dim).enumerate() {
+        let rn = row.iter().map(|x| x * x).sum();
+        assert_eq!(got[i], biomedclip_core::kmeans::nearest(&centroids, &norms, dim, row, rn).0, "row {i}");
+    }
+}
