@@ -75,5 +75,9 @@ echo "== the README's SQL, executed verbatim"
 echo "== ONNX Runtime hygiene in backends (telemetry, cancel, timeout, terminations, load cancel)"
 "$ROOT/target/pyenv/bin/python" tests/runtime_hygiene.py "$PORT" "$work/data/server.log"
 
-echo "== ivf: recall, vacuum, filters/RLS, concurrency, standby, crash (own clusters)"
-"$ROOT/target/pyenv/bin/python" tests/ivf_suite.py "$work/ivf" $((PORT + 10))
+echo "== ivf: recall, vacuum, filters/RLS, concurrency, standby, crash (own clusters), full vectors and RaBitQ codes"
+"$ROOT/target/pyenv/bin/python" tests/ivf_suite.py "$work/ivf" $((PORT + 10)) none
+"$ROOT/target/pyenv/bin/python" tests/ivf_suite.py "$work/ivf_rabitq" $((PORT + 20)) rabitq
+
+echo "== ivf corners: training sample, strict order, memory, vacuum space, wide halfembedding, plans, cancel"
+"$ROOT/target/pyenv/bin/python" tests/ivf_correctness_suite.py "$work/ivf_corners" $((PORT + 30))

@@ -10,7 +10,7 @@
 5. concurrency: concurrent inserts and searches, no errors, no lost rows;
 6. vacuum: after deleting half the rows and VACUUM, no deleted row comes back and recall holds.
 
-Usage: ivf_suite.py WORKDIR BASE_PORT   (prints a summary line "N passed, M failed")
+Usage: ivf_suite.py WORKDIR BASE_PORT [none|rabitq]   (prints a summary line "N passed, M failed")
 """
 import os
 import subprocess
@@ -25,6 +25,8 @@ from ivf_common import DIM, clustered, connect, exact_topk, index_topk, load, re
 from suite import PGBIN, as_pg, check, finish, start_cluster, stop_cluster, vec
 
 WORK, BASE_PORT = sys.argv[1], int(sys.argv[2])
+# The same suite runs over each storage layout: full vectors (none) and RaBitQ codes.
+QUANTIZER = sys.argv[3] if len(sys.argv) > 3 else "none"
 
 
 def test_recall_and_vacuum(port, rng):
@@ -37,7 +39,7 @@ def test_recall_and_vacuum(port, rng):
         conn.execute(f"CREATE TABLE rt (id int PRIMARY KEY, emb embedding({DIM}))")
         load(conn, "rt", base)
         t0 = time.monotonic()
-        conn.execute("CREATE INDEX rt_idx ON rt USING ivf (emb embedding_cosine_ops)")
+        conn.execute(f"CREATE INDEX rt_idx ON rt USING ivf (emb embedding_cosine_ops) WITH (quantizer = {QUANTIZER})")
         build_s = time.monotonic() - t0
         # The lists the build chose, read from the index's metapage (pageinspect): the u32 after
         # magic, version and dims in the contents that start at the 24-byte page header.
@@ -90,7 +92,7 @@ def test_filters_and_rls(port, rng):
         conn.execute("DROP TABLE IF EXISTS ft; DROP ROLE IF EXISTS ivf_radiology")
         conn.execute(f"CREATE TABLE ft (id int PRIMARY KEY, emb embedding({DIM}), dept text)")
         load(conn, "ft", base, extra_cols=depts)
-        conn.execute("CREATE INDEX ON ft USING ivf (emb embedding_cosine_ops) WITH (lists = 50)")
+        conn.execute(f"CREATE INDEX ON ft USING ivf (emb embedding_cosine_ops) WITH (lists = 50, quantizer = {QUANTIZER})")
         conn.execute("ANALYZE ft")
         conn.execute("CREATE ROLE ivf_radiology")
         conn.execute("GRANT SELECT ON ft TO ivf_radiology")
@@ -144,7 +146,7 @@ def test_concurrency(port, rng):
         conn.execute("DROP TABLE IF EXISTS ct")
         conn.execute(f"CREATE TABLE ct (id int PRIMARY KEY, emb embedding({DIM}))")
         load(conn, "ct", clustered(2000, centers, rng))
-        conn.execute("CREATE INDEX ON ct USING ivf (emb embedding_cosine_ops) WITH (lists = 20)")
+        conn.execute(f"CREATE INDEX ON ct USING ivf (emb embedding_cosine_ops) WITH (lists = 20, quantizer = {QUANTIZER})")
     errors, inserted = [], []
 
     def writer(wid):
@@ -186,7 +188,7 @@ def test_crash(port, data, rng):
         conn.execute("DROP TABLE IF EXISTS kt")
         conn.execute(f"CREATE TABLE kt (id int PRIMARY KEY, emb embedding({DIM}))")
         load(conn, "kt", clustered(1000, centers, rng))
-        conn.execute("CREATE INDEX ON kt USING ivf (emb embedding_l2_ops) WITH (lists = 10)")
+        conn.execute(f"CREATE INDEX ON kt USING ivf (emb embedding_l2_ops) WITH (lists = 10, quantizer = {QUANTIZER})")
     committed, stop = [], threading.Event()
     vectors = {}
 
@@ -245,7 +247,7 @@ def test_standby(port, data, rng):
             conn.execute("DROP TABLE IF EXISTS st")
             conn.execute(f"CREATE TABLE st (id int PRIMARY KEY, emb embedding({DIM}))")
             load(conn, "st", clustered(3000, centers, rng))
-            conn.execute("CREATE INDEX ON st USING ivf (emb embedding_cosine_ops) WITH (lists = 20)")
+            conn.execute(f"CREATE INDEX ON st USING ivf (emb embedding_cosine_ops) WITH (lists = 20, quantizer = {QUANTIZER})")
             load(conn, "st", clustered(500, centers, rng), start=3000)  # inserts after the build (generic WAL)
             lsn = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
         with connect(sport) as s:
@@ -271,7 +273,8 @@ def main():
     os.makedirs(WORK, exist_ok=True)
     os.chmod(WORK, 0o755)
     rng = np.random.default_rng(2026)
-    data = start_cluster(os.path.join(WORK, "primary"), BASE_PORT)
+    # The standby replays generic WAL with full-page consistency checks.
+    data = start_cluster(os.path.join(WORK, "primary"), BASE_PORT, "wal_consistency_checking = 'generic'")
     try:
         test_recall_and_vacuum(BASE_PORT, rng)
         test_filters_and_rls(BASE_PORT, rng)

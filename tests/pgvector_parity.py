@@ -45,7 +45,7 @@ RENAMES = [
 # Differences that are decisions, documented in the README: the defaults of the scan settings.
 # To compare behaviour rather than defaults, the biomedclip session starts from pgvector's
 # defaults (PGVECTOR_DEFAULTS); the SHOW statements still see our own.
-KNOWN = {"ivf.probes defaults to 10 (pgvector: 1) and ivf.iterative_scan to on (pgvector: off)",
+KNOWN = {"ivf.probes defaults to 10 (pgvector: 1) and ivf.iterative_scan to strict_order (pgvector: off)",
          "ivf.iterative_scan also accepts on, 0.1.0's value, as an alias of relaxed_order"}
 PGVECTOR_DEFAULTS = ["SET ivf.probes = 1", "SET ivf.iterative_scan = off", "SET ivf.max_probes = 32768"]
 
@@ -89,7 +89,7 @@ def run(conn, sql):
 
 def reason(stmt, a, b):
     if re.match(r"SHOW ivfflat\.(probes|iterative_scan)$", stmt):
-        return "ivf.probes defaults to 10 (pgvector: 1) and ivf.iterative_scan to on (pgvector: off)"
+        return "ivf.probes defaults to 10 (pgvector: 1) and ivf.iterative_scan to strict_order (pgvector: off)"
     if re.match(r"SET ivfflat\.iterative_scan = on$", stmt):
         return "ivf.iterative_scan also accepts on, 0.1.0's value, as an alias of relaxed_order"
     return None

@@ -388,6 +388,7 @@ unsafe fn rerank(scan: pg_sys::IndexScanDesc, st: &mut ScanState, tid: pg_sys::I
         st.fetch = (*(*st.heap).rd_tableam).index_fetch_begin.expect("table AM fetch")(st.heap);
         st.slot = pg_sys::table_slot_create(st.heap, std::ptr::null_mut());
     }
+    RERANKS.with(|c| c.set(c.get() + 1));
     let mut tid = tid;
     let (mut call_again, mut all_dead) = (false, false);
     let found = (*(*st.heap).rd_tableam).index_fetch_tuple.expect("table AM fetch")(st.fetch, &mut tid, (*scan).xs_snapshot, st.slot, &mut call_again, &mut all_dead);
@@ -409,6 +410,8 @@ unsafe fn rerank(scan: pg_sys::IndexScanDesc, st: &mut ScanState, tid: pg_sys::I
     }
     Some(st.opclass.distance(&bytes, st.opclass.sq_norm(&bytes), query, st.query_sq_norm))
 }
+
+thread_local!(static RERANKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) });
 
 /// Refills the buffer: the rest of an overflowed batch, else the next batch. False at the end.
 unsafe fn refill(index: pg_sys::Relation, st: &mut ScanState) -> bool {
@@ -540,6 +543,7 @@ pub unsafe extern "C-unwind" fn amendscan(scan: pg_sys::IndexScanDesc) {
             pg_sys::ExecDropSingleTupleTableSlot(st.slot);
             st.fetch = std::ptr::null_mut();
         }
+        pgrx::debug1!("ivf reranks {}", RERANKS.with(|c| c.replace(0)));
         free_state(holder as *mut std::ffi::c_void);
     }
 }

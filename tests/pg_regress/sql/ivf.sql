@@ -109,9 +109,44 @@ SELECT count(*) FROM (SELECT * FROM empty_t ORDER BY emb <-> '[1,1]' LIMIT 100) 
 CREATE INDEX ON empty_t USING ivf (emb embedding_cosine_ops) WITH (lists = 100);
 SELECT count(*) FROM (SELECT * FROM empty_t ORDER BY emb <=> '[1,1]' LIMIT 100) s;
 
+-- An empty column without dimensions: refused (dims cannot be fixed later); with rows, taken
+-- from them (above).
+CREATE TABLE untyped_empty (emb embedding);
+CREATE INDEX ON untyped_empty USING ivf (emb embedding_l2_ops);
+
+-- RaBitQ codes: the same rows in the same order as the exact ordering when every list is
+-- probed (the distances come from the table), on every opclass and on halfembedding. (7 rows
+-- are left with a vector; the exact side would add the NULL one after them.)
+CREATE INDEX items_rq_cos ON items USING ivf (emb embedding_cosine_ops) WITH (lists = 3, quantizer = rabitq);
+CREATE INDEX items_rq_l2 ON items USING ivf (emb embedding_l2_ops) WITH (lists = 3, quantizer = 'rabitq');
+CREATE INDEX items_rq_ip ON items USING ivf (emb embedding_ip_ops) WITH (lists = 3, quantizer = rabitq);
+CREATE INDEX items_rq_half ON items USING ivf (half halfembedding_l2_ops) WITH (lists = 3, quantizer = rabitq);
+SELECT ivf_index_info('items_rq_cos') ->> 'quantizer' AS quantizer, ivf_index_info('items_l2') ->> 'quantizer' AS flat;
+SET ivf.probes = 3;
+DROP INDEX items_cos, items_l2, items_ip, items_half_cos, items_half_l2, items_half_ip;
+EXPLAIN (COSTS OFF) SELECT id FROM items ORDER BY emb <#> '[0.1,0,1]' LIMIT 5;
+SELECT (SELECT array_agg(id) FROM (SELECT id FROM items ORDER BY emb <=> '[0.3,1,0.2]' LIMIT 6) a)
+     = (SELECT array_agg(id) FROM (SELECT id FROM items ORDER BY (emb <=> '[0.3,1,0.2]') + 0, id LIMIT 6) b) AS rq_cosine_exact,
+       (SELECT array_agg(id) FROM (SELECT id FROM items ORDER BY emb <-> '[0.3,1,0.2]' LIMIT 6) a)
+     = (SELECT array_agg(id) FROM (SELECT id FROM items ORDER BY (emb <-> '[0.3,1,0.2]') + 0, id LIMIT 6) b) AS rq_l2_exact,
+       (SELECT array_agg(id) FROM (SELECT id FROM items ORDER BY emb <#> '[0.3,1,0.2]' LIMIT 6) a)
+     = (SELECT array_agg(id) FROM (SELECT id FROM items ORDER BY (emb <#> '[0.3,1,0.2]') + 0, id LIMIT 6) b) AS rq_ip_exact,
+       (SELECT array_agg(id) FROM (SELECT id FROM items ORDER BY half <-> '[0.3,1,0.2]' LIMIT 6) a)
+     = (SELECT array_agg(id) FROM (SELECT id FROM items ORDER BY (half <-> '[0.3,1,0.2]') + 0, id LIMIT 6) b) AS rq_half_exact;
+-- The distances returned are the operator's own.
+SELECT id, round((emb <-> '[0,1,0.1]')::numeric, 4) AS d FROM items ORDER BY emb <-> '[0,1,0.1]' LIMIT 3;
+-- Re-ranking reads the table's column, so an expression index cannot use codes.
+CREATE INDEX ON items USING ivf ((emb * 2) embedding_l2_ops) WITH (quantizer = rabitq);
+RESET ivf.probes;
+
+-- The iterative scan defaults to strict order (never a row closer than one already returned).
+RESET ivf.iterative_scan;
+SHOW ivf.iterative_scan;
+
 -- Bad options.
+CREATE INDEX ON items USING ivf (emb embedding_l2_ops) WITH (quantizer = pq);
 CREATE INDEX ON items USING ivf (emb embedding_l2_ops) WITH (lists = 0);
 CREATE INDEX ON items USING ivf (emb embedding_l2_ops) WITH (lists = 40000);
 CREATE INDEX ON items USING ivf (emb);
 RESET enable_seqscan;
-DROP TABLE items, untyped, empty_t;
+DROP TABLE items, untyped, untyped_empty, empty_t;
