@@ -58,7 +58,8 @@ struct AssignState {
 
 impl AssignState {
     /// Assigns the pending batch and feeds its entries to the sort as `bytea` values: the list
-    /// number (big-endian, so that byte order is list order) followed by the index item.
+    /// number (big-endian, so that byte order is list order), the entry item's length (u16), the
+    /// entry item, then (RaBitQ) the extended-code item.
     unsafe fn flush(&mut self) {
         if self.batch_rows.is_empty() {
             return;
@@ -66,11 +67,13 @@ impl AssignState {
         let lists = kmeans::assign(&self.centroids, &self.centroid_norms, self.dims, &self.batch_vectors, self.threads);
         let mut datum = Vec::new();
         for ((tid, bytes), list) in self.batch_rows.drain(..).zip(lists) {
-            let item = self.encoder.item(tid, &bytes, &self.centroids[list * self.dims..(list + 1) * self.dims]);
+            let (entry, ex) = self.encoder.item(tid, &bytes, &self.centroids[list * self.dims..(list + 1) * self.dims]);
             datum.clear();
             datum.resize(4, 0);
             datum.extend_from_slice(&(list as u32).to_be_bytes());
-            datum.extend_from_slice(&item);
+            datum.extend_from_slice(&(entry.len() as u16).to_ne_bytes());
+            datum.extend_from_slice(&entry);
+            datum.extend_from_slice(ex.as_deref().unwrap_or_default());
             crate::vector_datum::set_varsize_4b(datum.as_mut_ptr(), datum.len());
             pg_sys::tuplesort_putdatum(self.sort, pg_sys::Datum::from(datum.as_ptr()), false);
         }
@@ -114,59 +117,131 @@ unsafe fn finish_page(buf: pg_sys::Buffer) {
     pg_sys::UnlockReleaseBuffer(buf);
 }
 
-/// Writes the sorted entries list after list. Returns each list's (first, last) block.
-unsafe fn load_sorted(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, sort: *mut pg_sys::Tuplesortstate, lists: usize) -> Vec<(pg_sys::BlockNumber, pg_sys::BlockNumber)> {
-    let mut chains = vec![(INVALID_BLOCK, INVALID_BLOCK); lists];
-    let mut current: Option<(usize, pg_sys::Buffer)> = None;
-    let mut value = pg_sys::Datum::from(0usize);
-    let mut isnull = false;
-    let mut loaded: i64 = 0;
-    while pg_sys::tuplesort_getdatum(sort, true, &mut value, &mut isnull, std::ptr::null_mut()) {
-        let ptr = value.cast_mut_ptr::<u8>();
-        let len = pgrx::varsize_any(ptr as *const pg_sys::varlena);
-        let body = std::slice::from_raw_parts(ptr.add(4), len - 4);
-        let list = u32::from_be_bytes([body[0], body[1], body[2], body[3]]) as usize;
-        let item = &body[4..];
-        match current {
-            Some((l, buf)) if l == list => {
-                let page = pg_sys::BufferGetPage(buf);
-                if !pages::try_add(page, item) {
-                    let next = new_page(index, fork);
-                    let next_blk = pg_sys::BufferGetBlockNumber(next);
-                    (*pages::opaque(page)).next = next_blk;
-                    finish_page(buf);
-                    add_or_fail(next, item);
-                    chains[list].1 = next_blk;
-                    current = Some((list, next));
-                }
-            }
-            _ => {
-                if let Some((_, buf)) = current.take() {
-                    finish_page(buf);
-                }
-                let buf = new_page(index, fork);
-                let blk = pg_sys::BufferGetBlockNumber(buf);
-                add_or_fail(buf, item);
-                chains[list] = (blk, blk);
-                current = Some((list, buf));
+/// A chain being written by the build: its first and last block, and the last page (locked).
+struct ChainWriter {
+    first: pg_sys::BlockNumber,
+    last: pg_sys::BlockNumber,
+    page: Option<pg_sys::Buffer>,
+}
+
+impl ChainWriter {
+    fn new() -> ChainWriter {
+        ChainWriter { first: INVALID_BLOCK, last: INVALID_BLOCK, page: None }
+    }
+
+    /// Appends `item`, on a new page at the end of `fork` when the last one is full.
+    unsafe fn add(&mut self, index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, item: &[u8]) -> pages::ExPointer {
+        if let Some(buf) = self.page {
+            if let Some(off) = pages::try_add_at(pg_sys::BufferGetPage(buf), item) {
+                return (self.last, off);
             }
         }
+        let next = new_page(index, fork);
+        let next_blk = pg_sys::BufferGetBlockNumber(next);
+        match self.page.take() {
+            Some(buf) => {
+                (*pages::opaque(pg_sys::BufferGetPage(buf))).next = next_blk;
+                finish_page(buf);
+            }
+            None => self.first = next_blk,
+        }
+        self.last = next_blk;
+        self.page = Some(next);
+        match pages::try_add_at(pg_sys::BufferGetPage(next), item) {
+            Some(off) => (next_blk, off),
+            None => error!("ivf: index row of {} bytes does not fit on a page", item.len()),
+        }
+    }
+
+    unsafe fn finish(&mut self) {
+        if let Some(buf) = self.page.take() {
+            finish_page(buf);
+        }
+    }
+}
+
+/// One sorted value: (list, entry item, extended-code item, possibly empty). The caller frees
+/// `ptr` when done with the slices.
+unsafe fn parse_sorted<'a>(ptr: *mut u8) -> (usize, &'a [u8], &'a [u8]) {
+    let len = pgrx::varsize_any(ptr as *const pg_sys::varlena);
+    let body = std::slice::from_raw_parts(ptr.add(4), len - 4);
+    let list = u32::from_be_bytes([body[0], body[1], body[2], body[3]]) as usize;
+    let entry_len = u16::from_ne_bytes([body[4], body[5]]) as usize;
+    (list, &body[6..6 + entry_len], &body[6 + entry_len..])
+}
+
+/// Calls `f` on every sorted value, in order.
+unsafe fn for_each_sorted(sort: *mut pg_sys::Tuplesortstate, mut f: impl FnMut(usize, &[u8], &[u8])) {
+    let mut value = pg_sys::Datum::from(0usize);
+    let mut isnull = false;
+    let mut n: u64 = 0;
+    while pg_sys::tuplesort_getdatum(sort, true, &mut value, &mut isnull, std::ptr::null_mut()) {
+        let ptr = value.cast_mut_ptr::<u8>();
+        let (list, entry, ex) = parse_sorted(ptr);
+        f(list, entry, ex);
         pg_sys::pfree(ptr as *mut std::ffi::c_void);
-        loaded += 1;
-        if loaded % 10_000 == 0 {
+        n += 1;
+        if n % 10_000 == 0 {
             pgrx::check_for_interrupts!();
         }
     }
-    if let Some((_, buf)) = current {
-        finish_page(buf);
-    }
-    chains
 }
 
-unsafe fn add_or_fail(buf: pg_sys::Buffer, item: &[u8]) {
-    if !pages::try_add(pg_sys::BufferGetPage(buf), item) {
-        error!("ivf: index row of {} bytes does not fit on a page", item.len());
+/// Writes the sorted entries list after list, each list's chain a run of consecutive blocks.
+/// Under RaBitQ a first pass writes the extended codes (their chains first), a second the
+/// entries pointing to them. Returns each list's (first, last) block of both chains.
+unsafe fn load_sorted(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, sort: *mut pg_sys::Tuplesortstate, lists: usize, rabitq: bool) -> Vec<[pg_sys::BlockNumber; 4]> {
+    let mut chains = vec![[INVALID_BLOCK; 4]; lists];
+    let mut pointers: Vec<pages::ExPointer> = Vec::new();
+    if rabitq {
+        let mut current: Option<(usize, ChainWriter)> = None;
+        let close = |c: Option<(usize, ChainWriter)>, chains: &mut Vec<[pg_sys::BlockNumber; 4]>| {
+            if let Some((l, mut w)) = c {
+                w.finish();
+                chains[l][2] = w.first;
+                chains[l][3] = w.last;
+            }
+        };
+        for_each_sorted(sort, |list, _, ex| {
+            if current.as_ref().is_none_or(|(l, _)| *l != list) {
+                close(current.take(), &mut chains);
+                current = Some((list, ChainWriter::new()));
+            }
+            let (_, w) = current.as_mut().expect("set above");
+            pointers.push(w.add(index, fork, ex));
+        });
+        close(current.take(), &mut chains);
+        pg_sys::tuplesort_rescan(sort);
     }
+    let mut current: Option<(usize, ChainWriter)> = None;
+    let mut i = 0usize;
+    let mut entry_buf = Vec::new();
+    for_each_sorted(sort, |list, entry, _| {
+        if current.as_ref().is_none_or(|(l, _)| *l != list) {
+            if let Some((l, mut w)) = current.take() {
+                w.finish();
+                chains[l][0] = w.first;
+                chains[l][1] = w.last;
+            }
+            current = Some((list, ChainWriter::new()));
+        }
+        let (_, w) = current.as_mut().expect("set above");
+        if rabitq {
+            entry_buf.clear();
+            entry_buf.extend_from_slice(entry);
+            pages::set_ex_pointer(&mut entry_buf, pointers[i]);
+            w.add(index, fork, &entry_buf);
+        } else {
+            w.add(index, fork, entry);
+        }
+        i += 1;
+    });
+    if let Some((l, mut w)) = current.take() {
+        w.finish();
+        chains[l][0] = w.first;
+        chains[l][1] = w.last;
+    }
+    chains
 }
 
 unsafe fn write_index(heap: pg_sys::Relation, index: pg_sys::Relation, info: *mut pg_sys::IndexInfo, fork: pg_sys::ForkNumber::Type) -> (f64, f64) {
@@ -201,9 +276,9 @@ unsafe fn write_index(heap: pg_sys::Relation, index: pg_sys::Relation, info: *mu
             "ivf: quantizer = 'rabitq' re-ranks with the table's column, so it needs a plain column, not an expression".into(),
         );
     }
-    let meta = Meta { dims, lists, opclass, first_list_blkno, centroid_element: opclass.element, quantizer, rotation_seed: ROTATION_SEED };
+    let meta = Meta { dims, lists, opclass, first_list_blkno, centroid_element: opclass.element, quantizer, rotation_seed: ROTATION_SEED, list_header: pages::LIST_HEADER_V4 };
 
-    let mut chains = vec![(INVALID_BLOCK, INVALID_BLOCK); lists];
+    let mut chains = vec![[INVALID_BLOCK; 4]; lists];
     let mut indexed = 0.0;
     if !heap.is_null() {
         progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_ASSIGN);
@@ -215,7 +290,8 @@ unsafe fn write_index(heap: pg_sys::Relation, index: pg_sys::Relation, info: *mu
             false,
             pg_sys::maintenance_work_mem,
             std::ptr::null_mut(),
-            pg_sys::TUPLESORT_NONE as i32,
+            // RaBitQ reads the sorted entries twice (extended codes, then entries).
+            if quantizer == super::Quantizer::RaBitQ { pg_sys::TUPLESORT_RANDOMACCESS } else { pg_sys::TUPLESORT_NONE } as i32,
         );
         let mut st = AssignState {
             opclass,
@@ -234,14 +310,17 @@ unsafe fn write_index(heap: pg_sys::Relation, index: pg_sys::Relation, info: *mu
         indexed = st.indexed;
         progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_LOAD);
         pg_sys::tuplesort_performsort(sort);
-        chains = load_sorted(index, fork, sort, lists);
+        chains = load_sorted(index, fork, sort, lists, quantizer == super::Quantizer::RaBitQ);
         pg_sys::tuplesort_end(sort);
     }
 
     for (list, &(blkno, off)) in locations.iter().enumerate() {
         let buf = pg_sys::ReadBufferExtended(index, fork, blkno, pg_sys::ReadBufferMode::RBM_NORMAL, std::ptr::null_mut());
         pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_EXCLUSIVE as i32);
-        pages::set_list_pages(pg_sys::BufferGetPage(buf), off, chains[list].0, chains[list].1);
+        let page = pg_sys::BufferGetPage(buf);
+        let [start, last, ex_start, ex_last] = chains[list];
+        pages::set_list_pages(page, off, pages::Chain::Entries, start, last);
+        pages::set_list_pages(page, off, pages::Chain::Extended, ex_start, ex_last);
         finish_page(buf);
     }
     let buf = pg_sys::ReadBufferExtended(index, fork, pages::META_BLKNO, pg_sys::ReadBufferMode::RBM_NORMAL, std::ptr::null_mut());

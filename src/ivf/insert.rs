@@ -1,11 +1,13 @@
 //! aminsert: a new row goes to the list of its nearest centroid, appended to the list's current
-//! insert page; a full page gets a successor page, linked in one generic-WAL record.
+//! insert page; a full page is followed to its successor, or gets a new one, linked in one
+//! generic-WAL record. A RaBitQ entry's extended code goes to the list's second chain first, so
+//! that an entry never points to a code that is not there.
 //!
 //! Locking: the list page is read under a share lock and released before the data page is
 //! locked; a data page is locked before (never after) a list page, so inserters cannot deadlock.
 
+use super::pages::{self, Chain, INVALID_BLOCK};
 use super::vectors::{check_dims, datum_vector, Encoder};
-use super::pages::{self, INVALID_BLOCK};
 use super::{to_f32, OpClass};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -26,17 +28,27 @@ fn nearest_list(lists: &[pages::ListEntry], v: &[f32], opclass: OpClass) -> usiz
     best.0
 }
 
-/// Appends `item` to the chain of `list`, WAL-logged.
-pub unsafe fn append(index: pg_sys::Relation, list: &pages::ListEntry, item: &[u8]) {
-    let mut blkno = list.insert;
+unsafe fn add_or_fail(page: pg_sys::Page, item: &[u8], state: *mut pg_sys::GenericXLogState) -> pg_sys::OffsetNumber {
+    match pages::try_add_at(page, item) {
+        Some(off) => off,
+        None => {
+            pg_sys::GenericXLogAbort(state);
+            error!("ivf: index row of {} bytes does not fit on a page", item.len());
+        }
+    }
+}
+
+/// Appends `item` to a chain of `list`, WAL-logged; returns where it went.
+pub unsafe fn append(index: pg_sys::Relation, list: &pages::ListEntry, chain: Chain, item: &[u8]) -> pages::ExPointer {
+    let mut blkno = list.chain(chain).1;
     if blkno == INVALID_BLOCK {
-        // An empty list: its first page is created and recorded under the list page's lock.
+        // An empty chain: its first page is created and recorded under the list page's lock.
         let list_buf = pages::read_locked(index, list.blkno, pg_sys::BUFFER_LOCK_EXCLUSIVE);
-        let entry_now = pages::list_pages(list_buf, list.offset);
-        if entry_now.1 != INVALID_BLOCK {
+        let now = pages::list_pages(list_buf, list.offset, chain);
+        if now.1 != INVALID_BLOCK {
             // Someone else created it meanwhile.
             pg_sys::UnlockReleaseBuffer(list_buf);
-            blkno = entry_now.1;
+            blkno = now.1;
         } else {
             let new_buf = pages::new_buffer(index, pg_sys::ForkNumber::MAIN_FORKNUM);
             let new_blk = pg_sys::BufferGetBlockNumber(new_buf);
@@ -44,14 +56,12 @@ pub unsafe fn append(index: pg_sys::Relation, list: &pages::ListEntry, item: &[u
             let npage = pg_sys::GenericXLogRegisterBuffer(state, new_buf, pg_sys::GENERIC_XLOG_FULL_IMAGE as i32);
             let lpage = pg_sys::GenericXLogRegisterBuffer(state, list_buf, 0);
             pages::init_page(npage);
-            if !pages::try_add(npage, item) {
-                error!("ivf: index row of {} bytes does not fit on a page", item.len());
-            }
-            pages::set_list_pages(lpage, list.offset, new_blk, new_blk);
+            let off = add_or_fail(npage, item, state);
+            pages::set_list_pages(lpage, list.offset, chain, new_blk, new_blk);
             pg_sys::GenericXLogFinish(state);
             pg_sys::UnlockReleaseBuffer(new_buf);
             pg_sys::UnlockReleaseBuffer(list_buf);
-            return;
+            return (new_blk, off);
         }
     }
     loop {
@@ -60,22 +70,20 @@ pub unsafe fn append(index: pg_sys::Relation, list: &pages::ListEntry, item: &[u
         if pg_sys::PageGetFreeSpace(page) >= item.len() {
             let state = pg_sys::GenericXLogStart(index);
             let wpage = pg_sys::GenericXLogRegisterBuffer(state, buf, 0);
-            if !pages::try_add(wpage, item) {
-                pg_sys::GenericXLogAbort(state);
-                error!("ivf: could not add an index row");
-            }
+            let off = add_or_fail(wpage, item, state);
             pg_sys::GenericXLogFinish(state);
             pg_sys::UnlockReleaseBuffer(buf);
-            return;
+            return (blkno, off);
         }
         let next = (*pages::opaque(page)).next;
         if next != INVALID_BLOCK {
-            // Another inserter already extended the chain; follow it.
+            // A later page of the chain (extended by another inserter, or after the free space
+            // VACUUM pointed the insert page at): follow it.
             pg_sys::UnlockReleaseBuffer(buf);
             blkno = next;
             continue;
         }
-        // Full tail page: link a new page, then point the list's insert page at it.
+        // Full tail page: link a new page, then point the chain's insert page at it.
         let new_buf = pages::new_buffer(index, pg_sys::ForkNumber::MAIN_FORKNUM);
         let new_blk = pg_sys::BufferGetBlockNumber(new_buf);
         let list_buf = pages::read_locked(index, list.blkno, pg_sys::BUFFER_LOCK_EXCLUSIVE);
@@ -84,18 +92,15 @@ pub unsafe fn append(index: pg_sys::Relation, list: &pages::ListEntry, item: &[u
         let npage = pg_sys::GenericXLogRegisterBuffer(state, new_buf, pg_sys::GENERIC_XLOG_FULL_IMAGE as i32);
         let lpage = pg_sys::GenericXLogRegisterBuffer(state, list_buf, 0);
         pages::init_page(npage);
-        if !pages::try_add(npage, item) {
-            pg_sys::GenericXLogAbort(state);
-            error!("ivf: index row of {} bytes does not fit on a page", item.len());
-        }
+        let off = add_or_fail(npage, item, state);
         (*pages::opaque(wpage)).next = new_blk;
-        let (start, _) = pages::list_pages(list_buf, list.offset);
-        pages::set_list_pages(lpage, list.offset, start, new_blk);
+        let (start, _) = pages::list_pages(list_buf, list.offset, chain);
+        pages::set_list_pages(lpage, list.offset, chain, start, new_blk);
         pg_sys::GenericXLogFinish(state);
         pg_sys::UnlockReleaseBuffer(list_buf);
         pg_sys::UnlockReleaseBuffer(new_buf);
         pg_sys::UnlockReleaseBuffer(buf);
-        return;
+        return (new_blk, off);
     }
 }
 
@@ -116,6 +121,11 @@ pub unsafe extern "C-unwind" fn aminsert(
     check_dims(v.len(), meta.dims);
     let lists = pages::read_lists(index, &meta);
     let list = &lists[nearest_list(&lists, &v, meta.opclass)];
-    append(index, list, &Encoder::new(&meta).item(*heap_tid, &bytes, &list.centroid));
+    let (mut entry, ex) = Encoder::new(&meta).item(*heap_tid, &bytes, &list.centroid);
+    if let Some(ex) = ex {
+        let at = append(index, list, Chain::Extended, &ex);
+        pages::set_ex_pointer(&mut entry, at);
+    }
+    append(index, list, Chain::Entries, &entry);
     false
 }

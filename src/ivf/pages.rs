@@ -19,9 +19,11 @@ const P_NEW: BlockNumber = pg_sys::InvalidBlockNumber;
 /// `IndexTupleData` (heap TID + t_info, 8 bytes), then the squared norm (f32) and 4 bytes of
 /// padding: where the vector starts in an item.
 pub const ITEM_HEADER: usize = 16;
-/// A RaBitQ item: `IndexTupleData`, the residual norm, the quantization quality and the
-/// residual's dot product with the centroid (f32 each), 4 bytes of padding, then the code.
-pub const RABITQ_HEADER: usize = 24;
+/// A RaBitQ entry: `IndexTupleData`, three f32 factors, the extended-code pointer (block and
+/// offset), padding, then the 1-bit code (see `rabitq_item`).
+pub const RABITQ_HEADER: usize = 32;
+/// An extended-code item: `IndexTupleData`, four f32 factors, then the 4-bit code.
+pub const EX_HEADER: usize = 24;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -48,11 +50,18 @@ struct MetaData {
 /// The metapage fields before layout 4.
 const META_V3_BYTES: usize = 24;
 
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct ListHeader {
-    start: BlockNumber,
-    insert: BlockNumber,
+/// A list tuple starts with its chains' (first, insert) blocks: the entries' chain, and (layout
+/// 4) the chain of RaBitQ extended codes; then the centroid.
+const LIST_HEADER_V3: usize = 8;
+pub const LIST_HEADER_V4: usize = 16;
+
+/// The chains of a list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chain {
+    /// Entries: full vectors, or RaBitQ 1-bit codes.
+    Entries = 0,
+    /// RaBitQ extended codes, pointed to by the entries.
+    Extended = 1,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -65,6 +74,8 @@ pub struct Meta {
     pub centroid_element: Element,
     pub quantizer: Quantizer,
     pub rotation_seed: u64,
+    /// Bytes before the centroid in a list tuple.
+    pub list_header: usize,
 }
 
 impl Meta {
@@ -74,6 +85,11 @@ impl Meta {
             Quantizer::None => maxalign(ITEM_HEADER + self.dims * self.opclass.element.size()),
             Quantizer::RaBitQ => maxalign(RABITQ_HEADER + rabitq::code_bytes(self.dims)),
         }
+    }
+
+    /// Bytes of one extended-code item (maxaligned).
+    pub fn ex_item_bytes(&self) -> usize {
+        maxalign(EX_HEADER + rabitq::ex_code_bytes(self.dims))
     }
 
     pub fn rotation(&self) -> rabitq::Rotation {
@@ -88,7 +104,20 @@ pub struct ListEntry {
     pub offset: OffsetNumber,
     pub start: BlockNumber,
     pub insert: BlockNumber,
+    /// The extended-code chain (RaBitQ).
+    pub ex_start: BlockNumber,
+    pub ex_insert: BlockNumber,
     pub centroid: Vec<f32>,
+}
+
+impl ListEntry {
+    /// (first, insert) block of a chain.
+    pub fn chain(&self, chain: Chain) -> (BlockNumber, BlockNumber) {
+        match chain {
+            Chain::Entries => (self.start, self.insert),
+            Chain::Extended => (self.ex_start, self.ex_insert),
+        }
+    }
 }
 
 pub fn maxalign(n: usize) -> usize {
@@ -102,7 +131,7 @@ pub fn max_dims(element: Element) -> usize {
     let by_tinfo = (pg_sys::INDEX_SIZE_MASK as usize - ITEM_HEADER) / element.size();
     // The list tuple (chain pointers + centroid in the column's precision) must fit too; the
     // limits are pgvector's (2,000 for vector, 4,000 for halfvec), which both fit.
-    let by_list = (usable - 8 - 8) / element.size();
+    let by_list = (usable - LIST_HEADER_V4 - 8) / element.size();
     let documented = match element {
         Element::F32 => 2000,
         Element::F16 => 4000,
@@ -185,6 +214,7 @@ pub unsafe fn read_meta(index: pg_sys::Relation) -> Meta {
         centroid_element: if data.version == F32_CENTROIDS_VERSION { Element::F32 } else { opclass.element },
         quantizer,
         rotation_seed: data.rotation_seed,
+        list_header: if data.version == VERSION { LIST_HEADER_V4 } else { LIST_HEADER_V3 },
     }
 }
 
@@ -196,10 +226,11 @@ unsafe fn add_item(page: Page, item: &[u8]) -> OffsetNumber {
     pg_sys::PageAddItemExtended(page, item.as_ptr() as pg_sys::Item, item.len(), pg_sys::InvalidOffsetNumber, 0)
 }
 
-fn list_item(start: BlockNumber, insert: BlockNumber, centroid: &[f32], element: Element) -> Vec<u8> {
-    let mut item = Vec::with_capacity(size_of::<ListHeader>() + centroid.len() * element.size());
-    item.extend_from_slice(&start.to_ne_bytes());
-    item.extend_from_slice(&insert.to_ne_bytes());
+fn list_item(centroid: &[f32], element: Element) -> Vec<u8> {
+    let mut item = Vec::with_capacity(LIST_HEADER_V4 + centroid.len() * element.size());
+    for _ in 0..4 {
+        item.extend_from_slice(&INVALID_BLOCK.to_ne_bytes());
+    }
     for &x in centroid {
         match element {
             Element::F32 => item.extend_from_slice(&x.to_ne_bytes()),
@@ -218,7 +249,7 @@ pub unsafe fn write_lists(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Typ
     let mut page = pg_sys::BufferGetPage(buf);
     init_page(page);
     for centroid in centroids.chunks_exact(dims) {
-        let item = list_item(INVALID_BLOCK, INVALID_BLOCK, centroid, element);
+        let item = list_item(centroid, element);
         if pg_sys::PageGetFreeSpace(page) < maxalign(item.len()) {
             let next = new_buffer(index, fork);
             (*opaque(page)).next = pg_sys::BufferGetBlockNumber(next);
@@ -248,13 +279,13 @@ pub unsafe fn read_lists(index: pg_sys::Relation, meta: &Meta) -> Vec<ListEntry>
         let page = pg_sys::BufferGetPage(buf);
         for off in 1..=pg_sys::PageGetMaxOffsetNumber(page) {
             let item = pg_sys::PageGetItem(page, pg_sys::PageGetItemId(page, off)) as *const u8;
-            let header = (item as *const ListHeader).read_unaligned();
-            let bytes = std::slice::from_raw_parts(item.add(size_of::<ListHeader>()), meta.dims * meta.centroid_element.size());
+            let block = |i: usize| if i * 4 < meta.list_header { (item.add(4 * i) as *const BlockNumber).read_unaligned() } else { INVALID_BLOCK };
+            let bytes = std::slice::from_raw_parts(item.add(meta.list_header), meta.dims * meta.centroid_element.size());
             let centroid = match meta.centroid_element {
                 Element::F32 => bytes.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect(),
                 Element::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_bits(u16::from_ne_bytes([c[0], c[1]])).to_f32()).collect(),
             };
-            out.push(ListEntry { blkno, offset: off, start: header.start, insert: header.insert, centroid });
+            out.push(ListEntry { blkno, offset: off, start: block(0), insert: block(1), ex_start: block(2), ex_insert: block(3), centroid });
         }
         blkno = (*opaque(page)).next;
         pg_sys::UnlockReleaseBuffer(buf);
@@ -262,18 +293,18 @@ pub unsafe fn read_lists(index: pg_sys::Relation, meta: &Meta) -> Vec<ListEntry>
     out
 }
 
-/// (start, insert) of the list tuple at `offset` on a locked list page.
-pub unsafe fn list_pages(list_buf: Buffer, offset: OffsetNumber) -> (BlockNumber, BlockNumber) {
+/// (first, insert) block of a chain of the list tuple at `offset` on a locked list page.
+pub unsafe fn list_pages(list_buf: Buffer, offset: OffsetNumber, chain: Chain) -> (BlockNumber, BlockNumber) {
     let page = pg_sys::BufferGetPage(list_buf);
-    let item = pg_sys::PageGetItem(page, pg_sys::PageGetItemId(page, offset)) as *const ListHeader;
-    let h = item.read_unaligned();
-    (h.start, h.insert)
+    let item = (pg_sys::PageGetItem(page, pg_sys::PageGetItemId(page, offset)) as *const BlockNumber).add(2 * chain as usize);
+    (item.read_unaligned(), item.add(1).read_unaligned())
 }
 
-/// Updates a list's chain pointers in place on a (locked, WAL-registered) list page.
-pub unsafe fn set_list_pages(page: Page, offset: OffsetNumber, start: BlockNumber, insert: BlockNumber) {
-    let item = pg_sys::PageGetItem(page, pg_sys::PageGetItemId(page, offset)) as *mut ListHeader;
-    item.write_unaligned(ListHeader { start, insert });
+/// Updates a chain's pointers in place on a (locked, WAL-registered) list page.
+pub unsafe fn set_list_pages(page: Page, offset: OffsetNumber, chain: Chain, start: BlockNumber, insert: BlockNumber) {
+    let item = (pg_sys::PageGetItem(page, pg_sys::PageGetItemId(page, offset)) as *mut BlockNumber).add(2 * chain as usize);
+    item.write_unaligned(start);
+    item.add(1).write_unaligned(insert);
 }
 
 /// A data item: IndexTupleData (heap TID, size), squared norm, vector elements.
@@ -295,8 +326,12 @@ pub unsafe fn read_item<'a>(page: Page, off: OffsetNumber, vector_bytes: usize) 
     (tuple.t_tid, sq_norm, std::slice::from_raw_parts(item.add(ITEM_HEADER), vector_bytes))
 }
 
-/// A RaBitQ data item: IndexTupleData (heap TID, size), factors, code.
-pub fn rabitq_item(tid: pg_sys::ItemPointerData, f: &Factors, code: &[u8]) -> Vec<u8> {
+/// Where an extended-code item is (block, offset).
+pub type ExPointer = (BlockNumber, OffsetNumber);
+
+/// A RaBitQ entry: IndexTupleData (heap TID, size), residual norm, 1-bit quality, residual .
+/// centroid (f32 each), the extended-code item's block and offset, padding, then the 1-bit code.
+pub fn rabitq_item(tid: pg_sys::ItemPointerData, f: &Factors, ex: ExPointer, code: &[u8]) -> Vec<u8> {
     let size = maxalign(RABITQ_HEADER + code.len());
     let mut item = vec![0u8; size];
     let header = pg_sys::IndexTupleData { t_tid: tid, t_info: size as u16 };
@@ -304,23 +339,58 @@ pub fn rabitq_item(tid: pg_sys::ItemPointerData, f: &Factors, code: &[u8]) -> Ve
     item[8..12].copy_from_slice(&f.norm.to_ne_bytes());
     item[12..16].copy_from_slice(&f.quality.to_ne_bytes());
     item[16..20].copy_from_slice(&f.residual_dot_centroid.to_ne_bytes());
+    set_ex_pointer(&mut item, ex);
     item[RABITQ_HEADER..RABITQ_HEADER + code.len()].copy_from_slice(code);
     item
 }
 
-/// The heap TID, factors and code of the RaBitQ item at `off`.
-pub unsafe fn read_rabitq_item<'a>(page: Page, off: OffsetNumber, code_bytes: usize) -> (pg_sys::ItemPointerData, Factors, &'a [u8]) {
+/// Sets the extended-code pointer of a RaBitQ entry item.
+pub fn set_ex_pointer(entry: &mut [u8], ex: ExPointer) {
+    entry[20..24].copy_from_slice(&ex.0.to_ne_bytes());
+    entry[24..26].copy_from_slice(&ex.1.to_ne_bytes());
+}
+
+/// The heap TID, factors (without the extended ones), extended-code pointer and 1-bit code of
+/// the RaBitQ entry at `off`.
+#[inline]
+pub unsafe fn read_rabitq_item<'a>(page: Page, off: OffsetNumber, code_bytes: usize) -> (pg_sys::ItemPointerData, Factors, ExPointer, &'a [u8]) {
     let item = pg_sys::PageGetItem(page, pg_sys::PageGetItemId(page, off)) as *const u8;
     let tuple = (item as *const pg_sys::IndexTupleData).read_unaligned();
     let f = |at: usize| (item.add(at) as *const f32).read_unaligned();
-    let factors = Factors { norm: f(8), quality: f(12), residual_dot_centroid: f(16) };
-    (tuple.t_tid, factors, std::slice::from_raw_parts(item.add(RABITQ_HEADER), code_bytes))
+    let factors = Factors { norm: f(8), quality: f(12), residual_dot_centroid: f(16), ex_dot: 1.0, ex_quality: 1.0 };
+    let ex = ((item.add(20) as *const BlockNumber).read_unaligned(), (item.add(24) as *const OffsetNumber).read_unaligned());
+    (tuple.t_tid, factors, ex, std::slice::from_raw_parts(item.add(RABITQ_HEADER), code_bytes))
 }
 
-/// Adds an item to a page; `false` when it does not fit.
-pub unsafe fn try_add(page: Page, item: &[u8]) -> bool {
-    if pg_sys::PageGetFreeSpace(page) < item.len() {
-        return false;
+/// An extended-code item: IndexTupleData (heap TID, to check that a pointer still leads to its
+/// entry), residual norm, residual . centroid, extended dot and quality (f32 each), the code.
+pub fn ex_item(tid: pg_sys::ItemPointerData, f: &Factors, ex: &[u8]) -> Vec<u8> {
+    let size = maxalign(EX_HEADER + ex.len());
+    let mut item = vec![0u8; size];
+    let header = pg_sys::IndexTupleData { t_tid: tid, t_info: size as u16 };
+    unsafe { std::ptr::write_unaligned(item.as_mut_ptr() as *mut pg_sys::IndexTupleData, header) };
+    for (i, x) in [f.norm, f.residual_dot_centroid, f.ex_dot, f.ex_quality].iter().enumerate() {
+        item[8 + 4 * i..12 + 4 * i].copy_from_slice(&x.to_ne_bytes());
     }
-    add_item(page, item) != pg_sys::InvalidOffsetNumber
+    item[EX_HEADER..EX_HEADER + ex.len()].copy_from_slice(ex);
+    item
+}
+
+/// The heap TID, factors and extended code of the item at `off`.
+pub unsafe fn read_ex_item<'a>(page: Page, off: OffsetNumber, ex_bytes: usize) -> (pg_sys::ItemPointerData, Factors, &'a [u8]) {
+    let item = pg_sys::PageGetItem(page, pg_sys::PageGetItemId(page, off)) as *const u8;
+    let tuple = (item as *const pg_sys::IndexTupleData).read_unaligned();
+    let f = |at: usize| (item.add(at) as *const f32).read_unaligned();
+    let factors = Factors { norm: f(8), quality: 1.0, residual_dot_centroid: f(12), ex_dot: f(16), ex_quality: f(20) };
+    (tuple.t_tid, factors, std::slice::from_raw_parts(item.add(EX_HEADER), ex_bytes))
+}
+
+/// Adds an item to a page; its offset, or None when it does not fit. Unused line pointers
+/// (left by VACUUM on extended-code pages) are reused.
+pub unsafe fn try_add_at(page: Page, item: &[u8]) -> Option<OffsetNumber> {
+    if pg_sys::PageGetFreeSpace(page) < item.len() {
+        return None;
+    }
+    let off = add_item(page, item);
+    (off != pg_sys::InvalidOffsetNumber).then_some(off)
 }

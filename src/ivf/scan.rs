@@ -21,7 +21,7 @@
 use super::pages::{self, INVALID_BLOCK};
 use super::vectors::{check_dims, datum_vector};
 use super::{to_f32, IterativeScan, Metric, OpClass, Quantizer};
-use biomedclip_core::rabitq::{QueryLut, Rotation};
+use biomedclip_core::rabitq::{Factors, QueryLut, Rotation};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::cmp::{Ordering, Reverse};
@@ -31,6 +31,16 @@ use std::collections::BinaryHeap;
 struct Candidate {
     distance: f64,
     tid: pg_sys::ItemPointerData,
+    /// RaBitQ: where the entry's extended code is, and the entry's list (by position in the
+    /// scan's ranking, for its prepared query).
+    ex: pages::ExPointer,
+    list: u16,
+}
+
+impl Candidate {
+    fn new(distance: f64, tid: pg_sys::ItemPointerData) -> Candidate {
+        Candidate { distance, tid, ex: (INVALID_BLOCK, 0), list: 0 }
+    }
 }
 
 fn tid_key(t: &pg_sys::ItemPointerData) -> (u16, u16, u16) {
@@ -63,8 +73,11 @@ impl Ord for Exact {
     }
 }
 
-/// First chunk selected and sorted from a batch; it doubles with each further chunk.
+/// First chunk selected and sorted from a batch; it doubles with each further chunk. A RaBitQ
+/// scan takes hundreds of bounds from the front before its first row is certain, so it starts
+/// larger.
 const FIRST_CHUNK: usize = 32;
+const FIRST_CHUNK_RABITQ: usize = 512;
 /// Strict order: rows returned from the buffer before the next batch is merged in (doubles).
 const MERGE_AFTER: usize = 32;
 /// Fewest candidates a scan keeps, however small `work_mem` is.
@@ -78,8 +91,12 @@ struct ScanState {
     /// RaBitQ: the centroid of each list in `lists` order, and the query as codes see it.
     list_centroids: Vec<Vec<f32>>,
     quantized_query: Vec<f32>,
+    /// RaBitQ: candidates whose bound was refined with the extended code, not yet re-ranked.
+    refined: BinaryHeap<Reverse<Exact>>,
     /// RaBitQ: candidates re-ranked with their exact distance, not yet returned.
     exact: BinaryHeap<Reverse<Exact>>,
+    /// RaBitQ: the prepared query of each list read, by position in `lists`.
+    luts: Vec<Option<QueryLut>>,
     /// RaBitQ: the table fetch used to re-rank (opened at the first re-rank).
     heap: pg_sys::Relation,
     fetch: *mut pg_sys::IndexFetchTableData,
@@ -160,7 +177,9 @@ pub unsafe extern "C-unwind" fn ambeginscan(index: pg_sys::Relation, nkeys: i32,
         rotation: (meta.quantizer == Quantizer::RaBitQ).then(|| meta.rotation()),
         list_centroids: Vec::new(),
         quantized_query: Vec::new(),
+        refined: BinaryHeap::new(),
         exact: BinaryHeap::new(),
+        luts: Vec::new(),
         heap: std::ptr::null_mut(),
         fetch: std::ptr::null_mut(),
         slot: std::ptr::null_mut(),
@@ -209,7 +228,7 @@ impl ScanState {
         self.candidates.clear();
         self.pos = 0;
         self.sorted_end = 0;
-        self.chunk = FIRST_CHUNK;
+        self.chunk = if self.quantizer == Quantizer::RaBitQ { FIRST_CHUNK_RABITQ } else { FIRST_CHUNK };
         self.cut = None;
     }
 
@@ -279,6 +298,8 @@ pub unsafe extern "C-unwind" fn amrescan(scan: pg_sys::IndexScanDesc, _keys: pg_
     st.last = None;
     st.floor = None;
     st.exact.clear();
+    st.refined.clear();
+    st.luts.clear();
     st.returned_since_read = 0;
     st.merge_after = MERGE_AFTER;
     st.query = None;
@@ -306,6 +327,7 @@ pub unsafe extern "C-unwind" fn amrescan(scan: pg_sys::IndexScanDesc, _keys: pg_
     if st.quantizer == Quantizer::RaBitQ {
         st.quantized_query = st.opclass.quantized_vector(&q);
         st.list_centroids = ranked.iter().map(|&(_, i)| lists[i].centroid.clone()).collect();
+        st.luts = (0..ranked.len()).map(|_| None).collect();
     }
     st.probes = (super::PROBES.get().max(1) as usize).min(st.lists.len().max(1));
     st.mode = super::ITERATIVE_SCAN.get();
@@ -336,7 +358,7 @@ unsafe fn read_lists(index: pg_sys::Relation, st: &mut ScanState, from: usize, t
                 }
                 let (tid, sq_norm, vector) = pages::read_item(page, off, vector_bytes);
                 let distance = st.opclass.distance(vector, sq_norm, &query, st.query_sq_norm);
-                st.push(Candidate { distance, tid });
+                st.push(Candidate::new(distance, tid));
             }
             blkno = (*pages::opaque(page)).next;
             pg_sys::UnlockReleaseBuffer(buf);
@@ -345,13 +367,24 @@ unsafe fn read_lists(index: pg_sys::Relation, st: &mut ScanState, from: usize, t
     st.query = Some(query);
 }
 
-/// RaBitQ: reads lists[from..to] as lower bounds of the distances (see `rabitq`).
+/// The ORDER BY distance's lower bound from an estimate of ⟨o − c, q − c⟩ and its bound.
+#[inline]
+fn lower_bound(metric: Metric, lut: &QueryLut, estimate: (f32, f32), factors: &Factors) -> f64 {
+    match metric {
+        Metric::L2 => (lut.squared_l2_lower_bound(estimate, factors) as f64).sqrt(),
+        // Unit vectors: cosine distance = squared L2 / 2.
+        Metric::Cosine => lut.squared_l2_lower_bound(estimate, factors) as f64 / 2.0,
+        Metric::InnerProduct => -(lut.inner_product_upper_bound(estimate, factors) as f64),
+    }
+}
+
+/// RaBitQ: reads lists[from..to] as lower bounds of the distances, from the 1-bit codes.
 unsafe fn read_codes(index: pg_sys::Relation, st: &mut ScanState, from: usize, to: usize) {
     let rotation = st.rotation.take().expect("rabitq rotation");
     let code_bytes = biomedclip_core::rabitq::code_bytes(st.dims);
     let metric = st.opclass.metric;
     for i in from..to {
-        let lut = QueryLut::new(&rotation, &st.quantized_query, &st.list_centroids[i]);
+        let lut = st.luts[i].take().unwrap_or_else(|| QueryLut::new(&rotation, &st.quantized_query, &st.list_centroids[i]));
         let mut blkno = st.lists[i];
         while blkno != INVALID_BLOCK {
             pgrx::check_for_interrupts!();
@@ -361,20 +394,34 @@ unsafe fn read_codes(index: pg_sys::Relation, st: &mut ScanState, from: usize, t
                 if (*pg_sys::PageGetItemId(page, off)).lp_flags() != pg_sys::LP_NORMAL {
                     continue;
                 }
-                let (tid, factors, code) = pages::read_rabitq_item(page, off, code_bytes);
-                let bound = match metric {
-                    Metric::L2 => (lut.squared_l2_lower_bound(code, &factors) as f64).sqrt(),
-                    // Unit vectors: cosine distance = squared L2 / 2.
-                    Metric::Cosine => lut.squared_l2_lower_bound(code, &factors) as f64 / 2.0,
-                    Metric::InnerProduct => -(lut.inner_product_upper_bound(code, &factors) as f64),
-                };
-                st.push(Candidate { distance: bound, tid });
+                let (tid, factors, ex, code) = pages::read_rabitq_item(page, off, code_bytes);
+                let bound = lower_bound(metric, &lut, lut.residual_dot(code, &factors), &factors);
+                st.push(Candidate { distance: bound, tid, ex, list: i as u16 });
             }
             blkno = (*pages::opaque(page)).next;
             pg_sys::UnlockReleaseBuffer(buf);
         }
+        st.luts[i] = Some(lut);
     }
     st.rotation = Some(rotation);
+}
+
+/// RaBitQ: the candidate with its bound from the extended code (no lower than the 1-bit one).
+/// If the code is gone or belongs to another row now (VACUUM and a later insert), the 1-bit
+/// bound stays and the exact re-rank decides.
+unsafe fn refine(index: pg_sys::Relation, st: &ScanState, c: Candidate) -> Candidate {
+    let mut refined = c;
+    let Some(lut) = st.luts.get(c.list as usize).and_then(|l| l.as_ref()) else { return refined };
+    let buf = pages::read_locked(index, c.ex.0, pg_sys::BUFFER_LOCK_SHARE);
+    let page = pg_sys::BufferGetPage(buf);
+    if c.ex.1 >= 1 && c.ex.1 <= pg_sys::PageGetMaxOffsetNumber(page) && (*pg_sys::PageGetItemId(page, c.ex.1)).lp_flags() == pg_sys::LP_NORMAL {
+        let (tid, factors, ex) = pages::read_ex_item(page, c.ex.1, biomedclip_core::rabitq::ex_code_bytes(st.dims));
+        if tid_key(&tid) == tid_key(&c.tid) {
+            refined.distance = lower_bound(st.opclass.metric, lut, lut.ex_residual_dot(ex, &factors), &factors).max(c.distance);
+        }
+    }
+    pg_sys::UnlockReleaseBuffer(buf);
+    refined
 }
 
 /// RaBitQ: the exact distance of a candidate, from the table row its TID points to (the version
@@ -388,7 +435,6 @@ unsafe fn rerank(scan: pg_sys::IndexScanDesc, st: &mut ScanState, tid: pg_sys::I
         st.fetch = (*(*st.heap).rd_tableam).index_fetch_begin.expect("table AM fetch")(st.heap);
         st.slot = pg_sys::table_slot_create(st.heap, std::ptr::null_mut());
     }
-    RERANKS.with(|c| c.set(c.get() + 1));
     let mut tid = tid;
     let (mut call_again, mut all_dead) = (false, false);
     let found = (*(*st.heap).rd_tableam).index_fetch_tuple.expect("table AM fetch")(st.fetch, &mut tid, (*scan).xs_snapshot, st.slot, &mut call_again, &mut all_dead);
@@ -410,8 +456,6 @@ unsafe fn rerank(scan: pg_sys::IndexScanDesc, st: &mut ScanState, tid: pg_sys::I
     }
     Some(st.opclass.distance(&bytes, st.opclass.sq_norm(&bytes), query, st.query_sq_norm))
 }
-
-thread_local!(static RERANKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) });
 
 /// Refills the buffer: the rest of an overflowed batch, else the next batch. False at the end.
 unsafe fn refill(index: pg_sys::Relation, st: &mut ScanState) -> bool {
@@ -487,25 +531,38 @@ pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg
             st.returned_since_read = 0;
         }
         let found = if st.quantizer == Quantizer::RaBitQ {
-            // Return the nearest re-ranked row once no unread bound is below it; else re-rank the
-            // candidate with the lowest bound.
+            // Three stages: the 1-bit bounds in the buffer, the refined (4-bit) bounds, the exact
+            // distances. A row is returned once no bound of either kind is below its distance;
+            // otherwise the lowest bound moves on one stage.
             let next_bound = st.peek();
-            match st.exact.peek() {
-                Some(Reverse(Exact(top))) if next_bound.is_none_or(|b| top.distance <= b.distance) => {
+            let next_refined = st.refined.peek().map(|Reverse(Exact(c))| *c);
+            let lowest = match (next_bound, next_refined) {
+                (Some(b), Some(r)) => Some(if r.distance <= b.distance { (r, true) } else { (b, false) }),
+                (Some(b), None) => Some((b, false)),
+                (None, Some(r)) => Some((r, true)),
+                (None, None) => None,
+            };
+            match (st.exact.peek(), lowest) {
+                (Some(Reverse(Exact(top))), l) if l.is_none_or(|(c, _)| top.distance <= c.distance) => {
                     let top = *top;
                     st.exact.pop();
                     Some(top)
                 }
-                _ => match st.next() {
-                    Some(c) => {
-                        st.last = Some(c);
-                        if let Some(distance) = rerank(scan, st, c.tid) {
-                            st.exact.push(Reverse(Exact(Candidate { distance, tid: c.tid })));
-                        }
-                        continue;
+                (_, Some((_, true))) => {
+                    let Reverse(Exact(c)) = st.refined.pop().expect("peeked");
+                    if let Some(distance) = rerank(scan, st, c.tid) {
+                        st.exact.push(Reverse(Exact(Candidate::new(distance, c.tid))));
                     }
-                    None => None,
-                },
+                    continue;
+                }
+                (_, Some((_, false))) => {
+                    let c = st.next().expect("peeked");
+                    st.last = Some(c);
+                    let r = refine((*scan).indexRelation, st, c);
+                    st.refined.push(Reverse(Exact(r)));
+                    continue;
+                }
+                (_, None) => None,
             }
         } else {
             let c = st.next();
@@ -527,7 +584,7 @@ pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg
             *(*scan).xs_orderbynulls = false;
             return true;
         }
-        if !refill((*scan).indexRelation, st) && st.exact.is_empty() {
+        if !refill((*scan).indexRelation, st) && st.exact.is_empty() && st.refined.is_empty() {
             return false;
         }
     }
@@ -543,7 +600,6 @@ pub unsafe extern "C-unwind" fn amendscan(scan: pg_sys::IndexScanDesc) {
             pg_sys::ExecDropSingleTupleTableSlot(st.slot);
             st.fetch = std::ptr::null_mut();
         }
-        pgrx::debug1!("ivf reranks {}", RERANKS.with(|c| c.replace(0)));
         free_state(holder as *mut std::ffi::c_void);
     }
 }

@@ -2,6 +2,7 @@
 
 use super::{to_f32, Element, Metric, OpClass};
 use crate::vector_datum::HEADER_BYTES;
+use super::pages::INVALID_BLOCK;
 use pgrx::pg_sys;
 
 /// The vector of a datum as raw element bytes (None for NULL, or a zero vector under cosine).
@@ -56,14 +57,16 @@ impl Encoder {
         Encoder { opclass: meta.opclass, rotation }
     }
 
-    /// The item for `bytes` (the column's elements) assigned to the list with `centroid`.
-    pub fn item(&self, tid: pg_sys::ItemPointerData, bytes: &[u8], centroid: &[f32]) -> Vec<u8> {
+    /// The entry item for `bytes` (the column's elements) assigned to the list with `centroid`,
+    /// and under RaBitQ its extended-code item (the entry's pointer to it is set once it is
+    /// stored, with `pages::set_ex_pointer`).
+    pub fn item(&self, tid: pg_sys::ItemPointerData, bytes: &[u8], centroid: &[f32]) -> (Vec<u8>, Option<Vec<u8>>) {
         match &self.rotation {
-            None => super::pages::data_item(tid, self.opclass.sq_norm(bytes), bytes),
+            None => (super::pages::data_item(tid, self.opclass.sq_norm(bytes), bytes), None),
             Some(rotation) => {
                 let v = self.opclass.quantized_vector(&to_f32(self.opclass.element, bytes));
-                let (code, factors) = biomedclip_core::rabitq::encode(rotation, &v, centroid);
-                super::pages::rabitq_item(tid, &factors, &code)
+                let (code, ex, factors) = biomedclip_core::rabitq::encode(rotation, &v, centroid);
+                (super::pages::rabitq_item(tid, &factors, (INVALID_BLOCK, 0), &code), Some(super::pages::ex_item(tid, &factors, &ex)))
             }
         }
     }

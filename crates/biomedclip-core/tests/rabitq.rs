@@ -1,9 +1,9 @@
-//! RaBitQ against direct computation: the rotation is orthogonal, the lookup-table kernel equals
-//! the signed sum it stands for, the estimator is unbiased and its bound holds at the rate the
+//! RaBitQ against direct computation: the rotation is orthogonal, the popcount kernel equals
+//! the signed sum it stands for within its stated quantization bound, the estimator is unbiased and its bound holds at the rate the
 //! paper's analysis gives.
 
 use biomedclip_core::kmeans::Rng;
-use biomedclip_core::rabitq::{code_bytes, encode, padded_dims, QueryLut, Rotation, EPSILON0};
+use biomedclip_core::rabitq::{code_bytes, encode, ex_code_bytes, padded_dims, QueryLut, Rotation, EPSILON0};
 
 fn gaussian(rng: &mut Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.normal() as f32).collect()
@@ -28,25 +28,32 @@ fn rotation_is_orthogonal() {
 }
 
 #[test]
-fn lookup_kernel_equals_the_signed_sum() {
+fn popcount_kernel_equals_the_signed_sum_within_its_bound() {
     let dims = 200;
     let r = Rotation::new(dims, 3);
     let mut rng = Rng::new(11);
     let centroid = gaussian(&mut rng, dims);
     let o = gaussian(&mut rng, dims);
     let q = gaussian(&mut rng, dims);
-    let (code, _) = encode(&r, &o, &centroid);
+    let (code, ex, _) = encode(&r, &o, &centroid);
     assert_eq!(code.len(), code_bytes(dims));
+    assert_eq!(ex.len(), ex_code_bytes(dims));
     let lut = QueryLut::new(&r, &q, &centroid);
     let v = r.apply(&q.iter().zip(&centroid).map(|(a, b)| a - b).collect::<Vec<_>>());
     let d = v.len() as f64;
     let direct: f64 = v.iter().enumerate().map(|(i, &x)| if code[i / 8] >> (i % 8) & 1 == 1 { x as f64 } else { -(x as f64) }).sum::<f64>() / d.sqrt();
-    assert!((lut.code_dot(&code) as f64 - direct).abs() < 1e-4, "{} vs {direct}", lut.code_dot(&code));
+    // The kernel scores with v quantized to 8 bits; its error stays within the bound it adds,
+    // which is small against ‖v‖.
+    let err = (lut.code_dot(&code) as f64 - direct).abs();
+    let v_norm = dot(&v, &v).sqrt();
+    assert!(err <= lut.quantization_error() as f64, "{err} > {}", lut.quantization_error());
+    assert!((lut.quantization_error() as f64) < 0.02 * v_norm, "{} vs |v| {v_norm}", lut.quantization_error());
 }
 
 #[test]
 fn estimator_is_unbiased_and_the_bound_holds() {
-    // Anisotropic data (as real embeddings): residuals of 20,000 vectors against one centroid.
+    // Anisotropic data (as real embeddings): residuals of 20,000 vectors against one centroid,
+    // for the 1-bit code and the extended 4-bit code.
     let dims = 384;
     let r = Rotation::new(dims, 9);
     let mut rng = Rng::new(5);
@@ -54,24 +61,30 @@ fn estimator_is_unbiased_and_the_bound_holds() {
     let centroid: Vec<f32> = gaussian(&mut rng, dims).iter().zip(&scale).map(|(x, s)| x * s).collect();
     let q: Vec<f32> = gaussian(&mut rng, dims).iter().zip(&scale).map(|(x, s)| x * s).collect();
     let lut = QueryLut::new(&r, &q, &centroid);
-    let (mut errors, mut violations, n) = (Vec::new(), 0, 20_000);
+    let n = 20_000;
+    let (mut errors, mut ex_errors, mut violations) = (Vec::new(), Vec::new(), 0);
+    let (mut bound_sum, mut ex_bound_sum) = (0f64, 0f64);
     for _ in 0..n {
         let o: Vec<f32> = gaussian(&mut rng, dims).iter().zip(&scale).map(|(x, s)| x * s).collect();
-        let (code, f) = encode(&r, &o, &centroid);
+        let (code, ex, f) = encode(&r, &o, &centroid);
         let exact_l2 = o.iter().zip(&q).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>();
         let exact_ip = dot(&o, &q);
-        let (est, bound) = lut.residual_dot(&code, &f);
         let exact_residual = dot(&o.iter().zip(&centroid).map(|(a, b)| a - b).collect::<Vec<_>>(), &q.iter().zip(&centroid).map(|(a, b)| a - b).collect::<Vec<_>>());
-        errors.push((est as f64 - exact_residual) / bound as f64 * EPSILON0 as f64);
-        let lb = lut.squared_l2_lower_bound(&code, &f) as f64;
-        let ub = lut.inner_product_upper_bound(&code, &f) as f64;
-        violations += (lb > exact_l2 * (1.0 + 1e-5) + 1e-4) as usize + (ub < exact_ip - 1e-4 * exact_ip.abs() - 1e-4) as usize;
+        for (estimate, errs, sum) in [(lut.residual_dot(&code, &f), &mut errors, &mut bound_sum), (lut.ex_residual_dot(&ex, &f), &mut ex_errors, &mut ex_bound_sum)] {
+            errs.push((estimate.0 as f64 - exact_residual) / estimate.1 as f64 * EPSILON0 as f64);
+            *sum += estimate.1 as f64;
+            let lb = lut.squared_l2_lower_bound(estimate, &f) as f64;
+            let ub = lut.inner_product_upper_bound(estimate, &f) as f64;
+            violations += (lb > exact_l2 * (1.0 + 1e-5) + 1e-4) as usize + (ub < exact_ip - 1e-4 * exact_ip.abs() - 1e-4) as usize;
+        }
     }
-    let mean = errors.iter().sum::<f64>() / n as f64;
-    let sd = (errors.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / n as f64).sqrt();
-    // In units of the bound's scale: mean ~0 (unbiased), deviation ~1 or below (the analysis).
-    eprintln!("bias {mean} sd {sd}");
-    assert!(mean.abs() < 0.05, "bias {mean}");
-    assert!(sd < 1.2, "deviation {sd}");
+    for (label, errs) in [("1-bit", &errors), ("4-bit", &ex_errors)] {
+        let mean = errs.iter().sum::<f64>() / n as f64;
+        let sd = (errs.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / n as f64).sqrt();
+        // In units of the bound's scale: mean ~0 (unbiased), deviation ~1 or below (the analysis).
+        assert!(mean.abs() < 0.05, "{label}: bias {mean}");
+        assert!(sd < 1.2, "{label}: deviation {sd}");
+    }
     assert_eq!(violations, 0, "bounds violated at epsilon0 = {EPSILON0}");
+    assert!(ex_bound_sum < bound_sum / 4.0, "the extended code's bound is much tighter: {ex_bound_sum} vs {bound_sum}");
 }
