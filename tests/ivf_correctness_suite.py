@@ -173,13 +173,13 @@ def index_blocks_touched(conn, index):
                         (index,)).fetchone()[0]
 
 
-def test_vacuum_space_reuse(rng):
+def test_vacuum_space_reuse(rng, quantizer):
     centers = rng.normal(0, 1, (20, DIM)).astype(np.float32)
     with connect(PORT) as conn:
         conn.execute("DROP TABLE IF EXISTS vt")
         conn.execute(f"CREATE TABLE vt (id int PRIMARY KEY, emb embedding({DIM})) WITH (autovacuum_enabled = off)")
         load(conn, "vt", clustered(4000, centers, rng))
-        conn.execute("CREATE INDEX vt_idx ON vt USING ivf (emb embedding_cosine_ops) WITH (lists = 20)")
+        conn.execute(f"CREATE INDEX vt_idx ON vt USING ivf (emb embedding_cosine_ops) WITH (lists = 20, quantizer = {quantizer})")
         first = conn.execute("SELECT pg_relation_size('vt_idx')").fetchone()[0]
         next_id = 4000
         for _ in range(10):
@@ -189,8 +189,14 @@ def test_vacuum_space_reuse(rng):
             next_id += 2000
         last = conn.execute("SELECT pg_relation_size('vt_idx')").fetchone()[0]
         conn.execute("SET enable_seqscan = off; SET ivf.probes = 20")
-        through_index = conn.execute("SELECT count(*) FROM (SELECT id FROM vt ORDER BY emb <=> %s::embedding LIMIT 100000) s",
-                                     (vec(centers[0]),)).fetchone()[0]
+        q = vec(centers[0] / np.linalg.norm(centers[0]))
+        through_index = conn.execute("SELECT array_agg(id ORDER BY id) FROM (SELECT id FROM vt ORDER BY emb <=> %s::embedding LIMIT 100000) s", (q,)).fetchone()[0]
+        live = conn.execute("SELECT array_agg(id ORDER BY id) FROM vt").fetchone()[0]
+        # Every list probed: the rows and order through the index equal an exact scan's.
+        top = [r[0] for r in conn.execute("SELECT id FROM vt ORDER BY emb <=> %s::embedding LIMIT 50", (q,)).fetchall()]
+        conn.execute("SET enable_indexscan = off; SET enable_seqscan = on")
+        exact = [r[0] for r in conn.execute("SELECT id FROM vt ORDER BY emb <=> %s::embedding LIMIT 50", (q,)).fetchall()]
+        conn.execute("RESET enable_indexscan; SET enable_seqscan = off")
         # VACUUM with no dead rows: no bulk delete, and the cleanup must not read the index.
         time.sleep(1.2)
         before = index_blocks_touched(conn, "vt_idx")
@@ -199,9 +205,12 @@ def test_vacuum_space_reuse(rng):
         touched = index_blocks_touched(conn, "vt_idx") - before
         index_blocks = last // 8192
         conn.execute("DROP TABLE vt")
-    check("10 rounds of delete-half / VACUUM / insert-half: index within 1.2x of its first build, all 4,000 rows found",
-          last <= 1.2 * first and through_index == 4000, f"{first // 8192} -> {last // 8192} blocks ({last / first:.2f}x); {through_index} rows via the index")
-    check("VACUUM with nothing to delete does not read the index", touched < 5, f"{touched} index blocks touched (index has {index_blocks})")
+    check(f"quantizer {quantizer}: 10 rounds of delete-half / VACUUM / insert-half: index within 1.2x of its first build; "
+          "through the index exactly the live rows, the top 50 as an exact scan",
+          last <= 1.2 * first and through_index == live and top == exact,
+          f"{first // 8192} -> {last // 8192} blocks ({last / first:.2f}x); {len(through_index)} rows via the index, {len(live)} live; top 50 exact: {top == exact}")
+    if quantizer == "none":
+        check("VACUUM with nothing to delete does not read the index", touched < 5, f"{touched} index blocks touched (index has {index_blocks})")
 
 
 def test_half_wide(rng):
@@ -322,7 +331,8 @@ def main():
         test_empty_untyped()
         test_time_ordered_sample(rng)
         test_strict_order(rng)
-        test_vacuum_space_reuse(rng)
+        test_vacuum_space_reuse(rng, "none")
+        test_vacuum_space_reuse(rng, "rabitq")
         test_half_wide(rng)
         test_memory(rng)
         test_default_plans(rng)

@@ -101,7 +101,7 @@ def sweep(conn, table, cast, queries, truth, settings, setup_of):
     """Runs each setting until recall@10 reaches 0.99 (or the settings end); returns rows of
     (setting, p50, p95, recall)."""
     out = []
-    timed(conn, table, cast, queries[:20], setup_of(settings[len(settings) // 2]))  # warm caches
+    timed(conn, table, cast, queries[:100], setup_of(settings[-1]))  # warm caches (index, table, TOAST)
     for s in settings:
         ids, lat = timed(conn, table, cast, queries, setup_of(s))
         r = recall(ids, truth)
@@ -142,7 +142,7 @@ def run_dataset(conn, title, base, queries):
     conn.execute("VACUUM ANALYZE b_pgv")
     table_size = conn.execute("SELECT pg_table_size('b_ours')").fetchone()[0]
     result = {"title": title, "n": n, "dim": dim, "lists": lists, "table_size": table_size, "methods": {}}
-    probes = [p for p in (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 60, 80, 100, 150, 200) if p <= lists] or [1]
+    probes = [p for p in (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 15, 20, 25, 30, 40, 60, 80, 100, 150, 200) if p <= lists] or [1]
 
     for name, quantizer in (("ivf (ours, full vectors)", "none"), ("ivf (ours, RaBitQ)", "rabitq")):
         secs, size = build(conn, f"CREATE INDEX b_ours_idx ON b_ours USING ivf (emb embedding_cosine_ops) WITH (quantizer = {quantizer})", "b_ours_idx")
@@ -167,7 +167,7 @@ def run_dataset(conn, title, base, queries):
 
     secs, size = build(conn, "CREATE INDEX b_pgv_hnsw ON b_pgv USING hnsw (emb vector_cosine_ops) WITH (m = 16, ef_construction = 64)", "b_pgv_hnsw")
     conn.execute("SET enable_seqscan = off")
-    rows = sweep(conn, "b_pgv", "vector", queries, truth, [10, 20, 40, 60, 80, 120, 200, 400], lambda e: f"SET hnsw.ef_search = {e}")
+    rows = sweep(conn, "b_pgv", "vector", queries, truth, [10, 20, 30, 40, 60, 80, 120, 200, 400], lambda e: f"SET hnsw.ef_search = {e}")
     conn.execute("RESET enable_seqscan; DROP INDEX b_pgv_hnsw")
     result["methods"]["pgvector hnsw (m 16, ef_construction 64)"] = {"build": secs, "size": size, "rows": rows, "setting": "ef_search"}
     conn.execute("RESET maintenance_work_mem; DROP TABLE b_ours; DROP TABLE b_pgv")

@@ -65,9 +65,19 @@ impl AssignState {
             return;
         }
         let lists = kmeans::assign(&self.centroids, &self.centroid_norms, self.dims, &self.batch_vectors, self.threads);
+        // Encoding (RaBitQ codes) runs on the same threads; it calls nothing of PostgreSQL.
+        let (rows, encoder, centroids, dims) = (&self.batch_rows, &self.encoder, &self.centroids, self.dims);
+        let items = kmeans::par_ranges(self.threads, rows.len(), 64, |r| {
+            r.map(|i| {
+                let list = lists[i];
+                encoder.item(rows[i].0, &rows[i].1, &centroids[list * dims..(list + 1) * dims])
+            })
+            .collect::<Vec<_>>()
+        })
+        .concat();
+        self.batch_rows.clear();
         let mut datum = Vec::new();
-        for ((tid, bytes), list) in self.batch_rows.drain(..).zip(lists) {
-            let (entry, ex) = self.encoder.item(tid, &bytes, &self.centroids[list * self.dims..(list + 1) * self.dims]);
+        for ((entry, ex), list) in items.into_iter().zip(lists) {
             datum.clear();
             datum.resize(4, 0);
             datum.extend_from_slice(&(list as u32).to_be_bytes());

@@ -1,47 +1,34 @@
 //! The `ivf` index access method: an inverted-file index over `embedding` and `halfembedding`.
 //!
-//! # On-disk layout
+//! # On-disk layout (version 4; 2 and 3 are still read)
 //!
 //! Every page ends in an 8-byte special area ([`pages::PageOpaque`]: next block, page id).
 //!
 //! * **Block 0, the metapage**: magic, layout version, dimensions, number of lists, the
-//!   opclass code (metric and element type) and where the list pages start.
-//! * **List pages** (blocks 1..): one item per list: the first and the current insert page
-//!   of the list's chain, and the list centroid in the column's precision (layout 3; indexes built
-//!   by 0.1.0, layout 2, have f32 centroids and are still read).
-//! * **Data pages**: one chain per list, linked by `next`. Each item is an `IndexTupleData`
-//!   header (the heap TID and the item size), the vector's squared norm (f32, so that a cosine
-//!   distance costs one dot product), then the vector elements in the column's own precision,
-//!   8-byte aligned so that the SIMD kernels read them in place.
+//!   opclass code (metric and element type), where the list pages start, the quantizer and the
+//!   RaBitQ rotation seed.
+//! * **List pages**: one tuple per list: the first and the current insert page of each of the
+//!   list's two chains (entries; RaBitQ extended codes), then the centroid in the column's
+//!   precision.
+//! * **Entry chains**, one per list, written by the build as a run of consecutive blocks. With
+//!   `quantizer = none` an entry is an `IndexTupleData` header (heap TID, size), the vector's
+//!   squared norm, then the vector in the column's precision (8-byte aligned, read in place by the
+//!   SIMD kernels). With `quantizer = rabitq` it is the header, three RaBitQ factors, a pointer to
+//!   the entry's extended code, and the 1-bit code (see `biomedclip_core::rabitq`).
+//! * **Extended-code chains** (RaBitQ), one per list: the 4-bit code of each entry with its
+//!   factors and heap TID. These pages are never compacted (entries point at their line pointers).
 //!
 //! Every change after the build goes through generic WAL (`GenericXLog*`), so the index is
 //! crash-safe and replays on streaming standbys; the build writes its pages and then WAL-logs
 //! them in one pass (`log_newpage_range`).
 //!
-//! # Quantized codes later, without a rewrite
-//!
-//! The layout keeps the *code* of a vector (today: the full vector) separate from the list
-//! structure, and the metapage carries a version. An 8-bit scalar or RaBitQ variant slots in as:
-//! a new opclass option selecting the code format (recorded in the metapage); data items become
-//! `IndexTupleData` + code (4-16x smaller, so far fewer pages are read per probe); the full vectors
-//! for exact re-ranking live in a second chain per list (or are fetched from the heap by TID).
-//! The scan then ranks candidates by code distance, keeps the best `k * rerank_factor`, and
-//! re-ranks those with exact distances before returning them, so `xs_orderbyvals` stay exact.
-//! List pages, the metapage, insert, vacuum and WAL handling are unchanged by that.
-//!
 //! # Scans
 //!
-//! A scan ranks the centroids by distance to the query, reads the nearest `ivf.probes` lists,
-//! sorts their entries by exact distance and returns them in that order. With
-//! `ivf.iterative_scan` on (the default), when those entries run out before the query is
-//! satisfied (filters or row-level security rejected rows), the scan continues with the next
-//! `ivf.probes` lists, nearest first, until `ivf.max_probes` lists have been read. Each batch is
-//! sorted; a later batch can hold an entry closer than the last one returned, so results across
-//! batches are in *relaxed* order (as pgvector's iterative scans): wrap the query in a
-//! materialized CTE with its own ORDER BY when strict order matters.
-//!
-//! NULL vectors are not indexed, and zero vectors are not indexed by cosine opclasses (their
-//! cosine distance is undefined); an index scan never returns them.
+//! See `scan`: the nearest `ivf.probes` lists by centroid, their entries in exact distance order
+//! (RaBitQ: by lower bound, refined with the extended code, then re-ranked exactly from the table
+//! row, lazily), more lists when filters reject rows (`ivf.iterative_scan`, strict order by
+//! default). NULL vectors are not indexed, and zero vectors are not indexed by cosine opclasses
+//! (their cosine distance is undefined); an index scan never returns them.
 
 pub mod build;
 pub mod train;

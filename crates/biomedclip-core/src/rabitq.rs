@@ -175,11 +175,13 @@ pub fn encode(rotation: &Rotation, o: &[f32], centroid: &[f32]) -> (Vec<u8>, Vec
     (code, ex, Factors { norm: norm as f32, quality, residual_dot_centroid: rdc, ex_dot, ex_quality })
 }
 
-/// The 4-bit grid levels of `u` at the scale that maximizes ⟨x̃, u⟩ / ‖x̃‖ (a scan over 32
-/// scales from "the largest coordinate at the grid's edge" to twice that, which clips the
-/// largest coordinates), with ⟨x̃, u⟩ and that quality.
+/// The 4-bit grid levels of `u` at the scale that maximizes ⟨x̃, u⟩ / ‖x̃‖ among a few: the
+/// coordinates of a randomly rotated unit vector are close to N(0, 1/D), for which a 16-level
+/// uniform grid is best clipped near ±2.7 standard deviations; the candidates bracket that, plus
+/// "the largest coordinate at the grid's edge". Returns ⟨x̃, u⟩ and that quality too.
 fn extended_levels(u: &[f32]) -> (Vec<u8>, f32, f32) {
     let max = u.iter().fold(0f32, |m, &x| m.max(x.abs())).max(f32::MIN_POSITIVE);
+    let sigma = (1.0 / u.len() as f32).sqrt();
     let level = |x: f32, t: f32| ((x * t + EX_CENTRE + 0.5).floor()).clamp(0.0, EX_LEVELS - 1.0);
     let score = |t: f32| {
         let (mut dot, mut sq) = (0f32, 0f32);
@@ -191,8 +193,7 @@ fn extended_levels(u: &[f32]) -> (Vec<u8>, f32, f32) {
         (dot / sq.sqrt().max(f32::MIN_POSITIVE), dot)
     };
     let mut best = (f32::MIN, 0f32);
-    for step in 0..32 {
-        let t = EX_CENTRE / max * (1.0 + step as f32 / 31.0);
+    for t in [2.0f32, 2.3, 2.6, 2.9, 3.3].map(|c| EX_CENTRE / (c * sigma)).into_iter().chain([EX_CENTRE / max]) {
         let (q, _) = score(t);
         if q > best.0 {
             best = (q, t);

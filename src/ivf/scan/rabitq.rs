@@ -1,0 +1,147 @@
+//! RaBitQ scans: 1-bit bounds from the entry chain, refined with the extended codes, re-ranked
+//! exactly from the table row; a row is returned once no bound is below its exact distance.
+
+use super::{tid_key, Candidate, Exact, ScanState};
+use crate::ivf::pages::{self, INVALID_BLOCK};
+use crate::ivf::vectors::datum_vector;
+use crate::ivf::{Metric, OpClass};
+use biomedclip_core::rabitq::{Factors, QueryLut};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::cmp::Reverse;
+
+/// What the next step of a RaBitQ scan found.
+pub enum Step {
+    /// A row to return (exact distance).
+    Row(Candidate),
+    /// A bound moved on one stage; take the next step.
+    Again,
+    /// Nothing left in the buffer or the heaps: read more lists.
+    Refill,
+}
+
+/// One step: return the nearest re-ranked row if no bound is below it, else move the lowest bound
+/// on one stage (1-bit -> refined with the extended code -> exact).
+pub unsafe fn step(scan: pg_sys::IndexScanDesc, st: &mut ScanState) -> Step {
+    let next_bound = st.peek();
+    let next_refined = st.refined.peek().map(|Reverse(Exact(c))| *c);
+    let lowest = match (next_bound, next_refined) {
+        (Some(b), Some(r)) => Some(if r.distance <= b.distance { (r, true) } else { (b, false) }),
+        (Some(b), None) => Some((b, false)),
+        (None, Some(r)) => Some((r, true)),
+        (None, None) => None,
+    };
+    match (st.exact.peek(), lowest) {
+        (Some(Reverse(Exact(top))), l) if l.is_none_or(|(c, _)| top.distance <= c.distance) => {
+            let top = *top;
+            st.exact.pop();
+            Step::Row(top)
+        }
+        (_, Some((_, true))) => {
+            let Reverse(Exact(c)) = st.refined.pop().expect("peeked");
+            if let Some(distance) = rerank(scan, st, c.tid) {
+                st.exact.push(Reverse(Exact(Candidate::new(distance, c.tid))));
+            }
+            Step::Again
+        }
+        (_, Some((_, false))) => {
+            let c = st.next().expect("peeked");
+            st.last = Some(c);
+            let r = refine((*scan).indexRelation, st, c);
+            st.refined.push(Reverse(Exact(r)));
+            Step::Again
+        }
+        (_, None) => Step::Refill,
+    }
+}
+
+/// The ORDER BY distance's lower bound from an estimate of ⟨o − c, q − c⟩ and its bound.
+#[inline]
+fn lower_bound(metric: Metric, lut: &QueryLut, estimate: (f32, f32), factors: &Factors) -> f64 {
+    match metric {
+        Metric::L2 => (lut.squared_l2_lower_bound(estimate, factors) as f64).sqrt(),
+        // Unit vectors: cosine distance = squared L2 / 2.
+        Metric::Cosine => lut.squared_l2_lower_bound(estimate, factors) as f64 / 2.0,
+        Metric::InnerProduct => -(lut.inner_product_upper_bound(estimate, factors) as f64),
+    }
+}
+
+/// Reads lists[from..to] as lower bounds of the distances, from the 1-bit codes.
+pub unsafe fn read_codes(index: pg_sys::Relation, st: &mut ScanState, from: usize, to: usize) {
+    let rotation = st.rotation.take().expect("rabitq rotation");
+    let code_bytes = biomedclip_core::rabitq::code_bytes(st.dims);
+    let metric = st.opclass.metric;
+    for i in from..to {
+        let lut = st.luts[i].take().unwrap_or_else(|| QueryLut::new(&rotation, &st.quantized_query, &st.list_centroids[i]));
+        let mut blkno = st.lists[i];
+        while blkno != INVALID_BLOCK {
+            pgrx::check_for_interrupts!();
+            let buf = pages::read_locked(index, blkno, pg_sys::BUFFER_LOCK_SHARE);
+            let page = pg_sys::BufferGetPage(buf);
+            for off in 1..=pg_sys::PageGetMaxOffsetNumber(page) {
+                if (*pg_sys::PageGetItemId(page, off)).lp_flags() != pg_sys::LP_NORMAL {
+                    continue;
+                }
+                let (tid, factors, ex, code) = pages::read_rabitq_item(page, off, code_bytes);
+                let bound = lower_bound(metric, &lut, lut.residual_dot(code, &factors), &factors);
+                st.push(Candidate { distance: bound, tid, ex, list: i as u16 });
+            }
+            blkno = (*pages::opaque(page)).next;
+            pg_sys::UnlockReleaseBuffer(buf);
+        }
+        st.luts[i] = Some(lut);
+    }
+    st.rotation = Some(rotation);
+}
+
+/// The candidate with its bound from the extended code (no lower than the 1-bit one).
+/// If the code is gone or belongs to another row now (VACUUM and a later insert), the 1-bit
+/// bound stays and the exact re-rank decides.
+unsafe fn refine(index: pg_sys::Relation, st: &ScanState, c: Candidate) -> Candidate {
+    let mut refined = c;
+    let Some(lut) = st.luts.get(c.list as usize).and_then(|l| l.as_ref()) else { return refined };
+    let buf = pages::read_locked(index, c.ex.0, pg_sys::BUFFER_LOCK_SHARE);
+    let page = pg_sys::BufferGetPage(buf);
+    if c.ex.1 >= 1 && c.ex.1 <= pg_sys::PageGetMaxOffsetNumber(page) && (*pg_sys::PageGetItemId(page, c.ex.1)).lp_flags() == pg_sys::LP_NORMAL {
+        let (tid, factors, ex) = pages::read_ex_item(page, c.ex.1, biomedclip_core::rabitq::ex_code_bytes(st.dims));
+        if tid_key(&tid) == tid_key(&c.tid) {
+            refined.distance = lower_bound(st.opclass.metric, lut, lut.ex_residual_dot(ex, &factors), &factors).max(c.distance);
+        }
+    }
+    pg_sys::UnlockReleaseBuffer(buf);
+    refined
+}
+
+/// The exact distance of a candidate, from the table row its TID points to (the version
+/// visible to the scan's snapshot); None when no version is visible (the executor would skip it).
+unsafe fn rerank(scan: pg_sys::IndexScanDesc, st: &mut ScanState, tid: pg_sys::ItemPointerData) -> Option<f64> {
+    if st.fetch.is_null() {
+        st.heap = (*scan).heapRelation;
+        if st.heap.is_null() {
+            error!("ivf: a RaBitQ index scan needs its table");
+        }
+        st.fetch = (*(*st.heap).rd_tableam).index_fetch_begin.expect("table AM fetch")(st.heap);
+        st.slot = pg_sys::table_slot_create(st.heap, std::ptr::null_mut());
+    }
+    let mut tid = tid;
+    let (mut call_again, mut all_dead) = (false, false);
+    let found = (*(*st.heap).rd_tableam).index_fetch_tuple.expect("table AM fetch")(st.fetch, &mut tid, (*scan).xs_snapshot, st.slot, &mut call_again, &mut all_dead);
+    if !found {
+        return None;
+    }
+    let attnum = st.heap_attnum;
+    if ((*st.slot).tts_nvalid as i32) < attnum {
+        pg_sys::slot_getsomeattrs_int(st.slot, attnum);
+    }
+    let datum = *(*st.slot).tts_values.add(attnum as usize - 1);
+    let isnull = *(*st.slot).tts_isnull.add(attnum as usize - 1);
+    let bytes = datum_vector(OpClass { metric: Metric::L2, element: st.opclass.element }, datum, isnull);
+    (*(*st.slot).tts_ops).clear.expect("slot clear")(st.slot);
+    let bytes = bytes?;
+    let query = st.query.as_ref().expect("query set");
+    if bytes.len() != query.len() {
+        return None;
+    }
+    Some(st.opclass.distance(&bytes, st.opclass.sq_norm(&bytes), query, st.query_sq_norm))
+}
+
