@@ -133,8 +133,15 @@ SELECT (SELECT array_agg(id) FROM (SELECT id FROM items ORDER BY emb <=> '[0.3,1
      = (SELECT array_agg(id) FROM (SELECT id FROM items ORDER BY (emb <#> '[0.3,1,0.2]') + 0, id LIMIT 6) b) AS rq_ip_exact,
        (SELECT array_agg(id) FROM (SELECT id FROM items ORDER BY half <-> '[0.3,1,0.2]' LIMIT 6) a)
      = (SELECT array_agg(id) FROM (SELECT id FROM items ORDER BY (half <-> '[0.3,1,0.2]') + 0, id LIMIT 6) b) AS rq_half_exact;
--- The distances returned are the operator's own.
+-- The distances returned are the operator's own; inserts, deletes, VACUUM and REINDEX
+-- CONCURRENTLY keep the codes in step with the table.
 SELECT id, round((emb <-> '[0,1,0.1]')::numeric, 4) AS d FROM items ORDER BY emb <-> '[0,1,0.1]' LIMIT 3;
+INSERT INTO items VALUES (16, 'radiology', '[0.2,1,0.2]', '[0.2,1,0.2]'), (18, 'pathology', '[1,0.2,0.2]', '[1,0.2,0.2]');
+DELETE FROM items WHERE id = 7;
+VACUUM items;
+REINDEX INDEX CONCURRENTLY items_rq_l2;
+SELECT id, round((emb <-> '[0,1,0.1]')::numeric, 4) AS d FROM items ORDER BY emb <-> '[0,1,0.1]' LIMIT 3;
+SELECT id, round((half <-> '[0,1,0.1]')::numeric, 4) AS d FROM items ORDER BY half <-> '[0,1,0.1]' LIMIT 3;
 -- Re-ranking reads the table's column, so an expression index cannot use codes.
 CREATE INDEX ON items USING ivf ((emb * 2) embedding_l2_ops) WITH (quantizer = rabitq);
 RESET ivf.probes;
