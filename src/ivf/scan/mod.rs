@@ -322,8 +322,7 @@ pub unsafe extern "C-unwind" fn amrescan(scan: pg_sys::IndexScanDesc, _keys: pg_
     check_dims(q.len(), st.dims);
     st.query_sq_norm = st.opclass.sq_norm(query);
     let meta = pages::read_meta((*scan).indexRelation);
-    let lists = pages::read_lists((*scan).indexRelation, &meta);
-    let mut lists = lists;
+    let mut lists = pages::read_lists((*scan).indexRelation, &meta);
     let mut ranked: Vec<(f32, usize)> = lists.iter().enumerate().map(|(i, l)| (centroid_distance(st.opclass.metric, &q, &l.centroid), i)).collect();
     ranked.sort_by(|a, b| a.0.total_cmp(&b.0));
     st.lists = ranked.iter().map(|&(_, i)| lists[i].start).collect();

@@ -23,7 +23,11 @@ pub enum Step {
 /// One step: return the nearest re-ranked row if no bound is below it, else move the lowest bound
 /// on one stage (1-bit -> refined with the extended code -> exact).
 pub unsafe fn step(scan: pg_sys::IndexScanDesc, st: &mut ScanState) -> Step {
-    let next_bound = st.peek();
+    // With the buffer used up after an overflow, the entries dropped beyond the cut are still
+    // unread: their bounds are at least the cut's, so nothing farther may be returned first.
+    let buffered = st.peek();
+    let cut_pending = buffered.is_none() && st.cut.is_some();
+    let next_bound = if cut_pending { st.cut } else { buffered };
     let next_refined = st.refined.peek().map(|Reverse(Exact(c))| *c);
     let lowest = match (next_bound, next_refined) {
         (Some(b), Some(r)) => Some(if r.distance <= b.distance { (r, true) } else { (b, false) }),
@@ -44,6 +48,7 @@ pub unsafe fn step(scan: pg_sys::IndexScanDesc, st: &mut ScanState) -> Step {
             }
             Step::Again
         }
+        (_, Some((_, false))) if cut_pending => Step::Refill,
         (_, Some((_, false))) => {
             let c = st.next().expect("peeked");
             st.last = Some(c);
