@@ -166,6 +166,24 @@ pub unsafe fn read_locked(index: pg_sys::Relation, blkno: BlockNumber, mode: u32
     buf
 }
 
+/// Calls `f(page, offset)` for every live item of the chain that starts at `start`, each page
+/// under a share lock (checking for interrupts between pages).
+pub unsafe fn for_each_item(index: pg_sys::Relation, start: BlockNumber, mut f: impl FnMut(Page, OffsetNumber)) {
+    let mut blkno = start;
+    while blkno != INVALID_BLOCK {
+        pgrx::check_for_interrupts!();
+        let buf = read_locked(index, blkno, pg_sys::BUFFER_LOCK_SHARE);
+        let page = pg_sys::BufferGetPage(buf);
+        for off in 1..=pg_sys::PageGetMaxOffsetNumber(page) {
+            if (*pg_sys::PageGetItemId(page, off)).lp_flags() == pg_sys::LP_NORMAL {
+                f(page, off);
+            }
+        }
+        blkno = (*opaque(page)).next;
+        pg_sys::UnlockReleaseBuffer(buf);
+    }
+}
+
 /// Writes the metapage contents into an initialized page.
 pub unsafe fn write_meta(page: Page, meta: &Meta) {
     let data = MetaData {

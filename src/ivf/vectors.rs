@@ -1,8 +1,8 @@
 //! Vectors as the index sees them: datums to element bytes, dimension checks.
 
+use super::pages::INVALID_BLOCK;
 use super::{to_f32, Element, Metric, OpClass};
 use crate::vector_datum::HEADER_BYTES;
-use super::pages::INVALID_BLOCK;
 use pgrx::pg_sys;
 
 /// The vector of a datum as raw element bytes (None for NULL, or a zero vector under cosine).

@@ -348,23 +348,11 @@ unsafe fn read_lists(index: pg_sys::Relation, st: &mut ScanState, from: usize, t
     let query = st.query.take().expect("query set");
     let vector_bytes = st.dims * st.opclass.element.size();
     for i in from..to {
-        let mut blkno = st.lists[i];
-        while blkno != INVALID_BLOCK {
-            pgrx::check_for_interrupts!();
-            let buf = pages::read_locked(index, blkno, pg_sys::BUFFER_LOCK_SHARE);
-            let page = pg_sys::BufferGetPage(buf);
-            for off in 1..=pg_sys::PageGetMaxOffsetNumber(page) {
-                let item_id = pg_sys::PageGetItemId(page, off);
-                if (*item_id).lp_flags() != pg_sys::LP_NORMAL {
-                    continue;
-                }
-                let (tid, sq_norm, vector) = pages::read_item(page, off, vector_bytes);
-                let distance = st.opclass.distance(vector, sq_norm, &query, st.query_sq_norm);
-                st.push(Candidate::new(distance, tid));
-            }
-            blkno = (*pages::opaque(page)).next;
-            pg_sys::UnlockReleaseBuffer(buf);
-        }
+        pages::for_each_item(index, st.lists[i], |page, off| {
+            let (tid, sq_norm, vector) = pages::read_item(page, off, vector_bytes);
+            let distance = st.opclass.distance(vector, sq_norm, &query, st.query_sq_norm);
+            st.push(Candidate::new(distance, tid));
+        });
     }
     st.query = Some(query);
 }

@@ -2,7 +2,7 @@
 //! exactly from the table row; a row is returned once no bound is below its exact distance.
 
 use super::{tid_key, Candidate, Exact, ScanState};
-use crate::ivf::pages::{self, INVALID_BLOCK};
+use crate::ivf::pages;
 use crate::ivf::vectors::datum_vector;
 use crate::ivf::{Metric, OpClass};
 use biomedclip_core::rabitq::{Factors, QueryLut};
@@ -78,22 +78,11 @@ pub unsafe fn read_codes(index: pg_sys::Relation, st: &mut ScanState, from: usiz
     let metric = st.opclass.metric;
     for i in from..to {
         let lut = st.luts[i].take().unwrap_or_else(|| QueryLut::new(&rotation, &st.quantized_query, &st.list_centroids[i]));
-        let mut blkno = st.lists[i];
-        while blkno != INVALID_BLOCK {
-            pgrx::check_for_interrupts!();
-            let buf = pages::read_locked(index, blkno, pg_sys::BUFFER_LOCK_SHARE);
-            let page = pg_sys::BufferGetPage(buf);
-            for off in 1..=pg_sys::PageGetMaxOffsetNumber(page) {
-                if (*pg_sys::PageGetItemId(page, off)).lp_flags() != pg_sys::LP_NORMAL {
-                    continue;
-                }
-                let (tid, factors, ex, code) = pages::read_rabitq_item(page, off, code_bytes);
-                let bound = lower_bound(metric, &lut, lut.residual_dot(code, &factors), &factors);
-                st.push(Candidate { distance: bound, tid, ex, list: i as u16 });
-            }
-            blkno = (*pages::opaque(page)).next;
-            pg_sys::UnlockReleaseBuffer(buf);
-        }
+        pages::for_each_item(index, st.lists[i], |page, off| {
+            let (tid, factors, ex, code) = pages::read_rabitq_item(page, off, code_bytes);
+            let bound = lower_bound(metric, &lut, lut.residual_dot(code, &factors), &factors);
+            st.push(Candidate { distance: bound, tid, ex, list: i as u16 });
+        });
         st.luts[i] = Some(lut);
     }
     st.rotation = Some(rotation);
