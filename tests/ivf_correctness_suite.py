@@ -225,9 +225,7 @@ def test_half_wide(rng):
     with connect(PORT) as conn:
         conn.execute("DROP TABLE IF EXISTS hw")
         conn.execute(f"CREATE TABLE hw (id int PRIMARY KEY, emb halfembedding({dim}))")
-        with conn.cursor() as cur, cur.copy("COPY hw (id, emb) FROM STDIN") as cp:
-            for i, row in enumerate(base):
-                cp.write_row((i, vec(row)))
+        load(conn, "hw", base)
         conn.execute("SET enable_seqscan = off")
 
         def topk(probes):
@@ -258,9 +256,7 @@ def test_default_plans(rng):
     with connect(PORT) as conn:
         conn.execute("DROP TABLE IF EXISTS real_text; DROP TABLE IF EXISTS clus")
         conn.execute("CREATE TABLE real_text (id int PRIMARY KEY, emb embedding(384))")
-        with conn.cursor() as cur, cur.copy("COPY real_text (id, emb) FROM STDIN") as cp:
-            for i, row in enumerate(base):
-                cp.write_row((i, vec(row)))
+        load(conn, "real_text", base)
         conn.execute("CREATE INDEX real_text_idx ON real_text USING ivf (emb embedding_cosine_ops)")
         conn.execute(f"CREATE TABLE clus (id int PRIMARY KEY, emb embedding({DIM}))")
         load(conn, "clus", clustered(20000, centers, rng))
@@ -298,9 +294,7 @@ def test_small_work_mem(rng):
     with connect(PORT) as conn:
         conn.execute("DROP TABLE IF EXISTS wm")
         conn.execute(f"CREATE TABLE wm (id int PRIMARY KEY, emb embedding({dim}))")
-        with conn.cursor() as cur, cur.copy("COPY wm (id, emb) FROM STDIN") as cp:
-            for i, row in enumerate(base):
-                cp.write_row((i, vec(row)))
+        load(conn, "wm", base)
         sql = "SELECT id, emb <-> %s::embedding FROM wm ORDER BY emb <-> %s::embedding LIMIT 6000"
         conn.execute("SET enable_indexscan = off")
         exact = conn.execute(sql, (q, q)).fetchall()

@@ -25,7 +25,6 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
     let meta = pages::read_meta(index);
     let rabitq = meta.quantizer == Quantizer::RaBitQ;
     let code_bytes = biomedclip_core::rabitq::code_bytes(meta.dims);
-    let line_pointer = std::mem::size_of::<pg_sys::ItemIdData>();
     for list in pages::read_lists(index, &meta) {
         let mut blkno = list.start;
         let mut first_with_room = INVALID_BLOCK;
@@ -56,7 +55,8 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
                 pg_sys::GenericXLogFinish(state);
                 (*stats).tuples_removed += dead.len() as f64;
             }
-            if first_with_room == INVALID_BLOCK && pg_sys::PageGetFreeSpace(page) + line_pointer >= meta.item_bytes() + line_pointer {
+            // PageGetFreeSpace already leaves room for the new item's line pointer.
+            if first_with_room == INVALID_BLOCK && pg_sys::PageGetFreeSpace(page) >= meta.item_bytes() {
                 first_with_room = blkno;
             }
             blkno = (*pages::opaque(page)).next;

@@ -86,6 +86,8 @@ const MERGE_AFTER: usize = 32;
 const MIN_CANDIDATES: usize = 1024;
 
 struct ScanState {
+    /// The metapage, read once per scan.
+    meta: pages::Meta,
     opclass: OpClass,
     dims: usize,
     quantizer: Quantizer,
@@ -173,6 +175,7 @@ pub unsafe extern "C-unwind" fn ambeginscan(index: pg_sys::Relation, nkeys: i32,
     let per_candidate = std::mem::size_of::<Candidate>();
     let capacity = ((pg_sys::work_mem as usize) * 1024 / per_candidate).max(MIN_CANDIDATES);
     let state = Box::new(ScanState {
+        meta,
         opclass: meta.opclass,
         dims: meta.dims,
         quantizer: meta.quantizer,
@@ -321,8 +324,7 @@ pub unsafe extern "C-unwind" fn amrescan(scan: pg_sys::IndexScanDesc, _keys: pg_
     let q = to_f32(st.opclass.element, query);
     check_dims(q.len(), st.dims);
     st.query_sq_norm = st.opclass.sq_norm(query);
-    let meta = pages::read_meta((*scan).indexRelation);
-    let mut lists = pages::read_lists((*scan).indexRelation, &meta);
+    let mut lists = pages::read_lists((*scan).indexRelation, &st.meta);
     let mut ranked: Vec<(f32, usize)> = lists.iter().enumerate().map(|(i, l)| (centroid_distance(st.opclass.metric, &q, &l.centroid), i)).collect();
     ranked.sort_by(|a, b| a.0.total_cmp(&b.0));
     st.lists = ranked.iter().map(|&(_, i)| lists[i].start).collect();
