@@ -13,7 +13,7 @@ bash scripts/setup.sh
 # The install overwrites the loaded .so in place: stop the cluster first.
 bash scripts/pg_cluster.sh stop "$PGDATA_DIR"
 echo "demo: building and installing the extension (release)"
-cargo pgrx install --release --pg-config /usr/bin/pg_config >/dev/null
+bash scripts/install.sh
 bash scripts/pg_cluster.sh start "$PGDATA_DIR" "$PORT" \
   "biomedclip.ort_library = '$ROOT/target/onnxruntime/libonnxruntime.so.1.32.0'" \
   "biomedclip.model_dir = '${BIOMEDCLIP_MODEL_DIR:-$ROOT/target/models/tiny}'"

@@ -5,6 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 PORT=${REGRESS_PORT:-54329}
+# backend: every backend runs its own model (no shared_preload_libraries), and every suite runs;
+# service: shared_preload_libraries = 'biomedclip' (the inference service runs the model), and
+# the suites that call the model run again.
+INFERENCE=${REGRESS_INFERENCE:-backend}
+preload=()
+if [ "$INFERENCE" = service ]; then
+  preload=("shared_preload_libraries = 'biomedclip'")
+fi
 work=$(mktemp -d /tmp/biomedclip-regress.XXXXXX)
 chmod 755 "$work"
 cleanup() {
@@ -13,7 +21,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-bash scripts/pg_cluster.sh start "$work/data" "$PORT" "max_parallel_workers_per_gather = 2" \
+bash scripts/pg_cluster.sh start "$work/data" "$PORT" "max_parallel_workers_per_gather = 2" "${preload[@]}" \
   "biomedclip.ort_library = '$ROOT/target/onnxruntime/libonnxruntime.so.1.32.0'" \
   "biomedclip.model_dir = '$ROOT/target/models/tiny'"
 mkdir -p "$work/out"
@@ -49,7 +57,17 @@ if [ $status -ne 0 ]; then
   exit $status
 fi
 total=$(grep -c '^test:' tests/pg_regress/schedule)
-echo "pg_regress: $total passed, 0 failed"
+echo "pg_regress ($INFERENCE mode): $total passed, 0 failed"
+if [ "$INFERENCE" = service ]; then
+  # The calls above went through the service: it has served requests, and no backend runs a model.
+  served=$(su postgres -s /bin/bash -c "/usr/lib/postgresql/15/bin/psql -h 127.0.0.1 -p $PORT -XAtq -d biomedclip_regress \
+    -c \"SELECT (biomedclip_model_info()->'service'->>'requests')::int, biomedclip_model_info()->>'inference'\"")
+  echo "inference service after pg_regress: requests|mode = $served"
+  case "$served" in
+    *"|service") [ "${served%%|*}" -gt 0 ] || { echo "the service served no request"; exit 1; } ;;
+    *) echo "pg_regress did not run through the inference service"; exit 1 ;;
+  esac
+fi
 if [ "${REGRESS_SUITES:-1}" = 0 ]; then
   exit 0  # developer aid: pg_regress only
 fi
@@ -63,17 +81,21 @@ echo "== DICOM and slides through SQL (pydicom test objects, OpenCV tissue mask,
 echo "== security: search_path traps, catalog privilege sweep, model-load registry"
 "$ROOT/target/pyenv/bin/python" tests/security_suite.py "$PORT"
 
-echo "== upgrade from the previous release, pg_dump and restore"
-"$ROOT/target/pyenv/bin/python" tests/upgrade_suite.py "$PORT"
-
-echo "== pgvector 0.8.6's own SQL tests against pgvector and against embedding, side by side"
-"$ROOT/target/pyenv/bin/python" tests/pgvector_parity.py "$PORT"
-
 echo "== the README's SQL, executed verbatim"
 "$ROOT/target/pyenv/bin/python" tests/readme_suite.py "$PORT"
 
 echo "== ONNX Runtime hygiene in backends (telemetry, cancel, timeout, terminations, load cancel)"
 "$ROOT/target/pyenv/bin/python" tests/runtime_hygiene.py "$PORT" "$work/data/server.log"
+
+if [ "$INFERENCE" = service ]; then
+  exit 0  # the suites below do not call the model, or start clusters of their own
+fi
+
+echo "== upgrade from the previous release, pg_dump and restore"
+"$ROOT/target/pyenv/bin/python" tests/upgrade_suite.py "$PORT"
+
+echo "== pgvector 0.8.6's own SQL tests against pgvector and against embedding, side by side"
+"$ROOT/target/pyenv/bin/python" tests/pgvector_parity.py "$PORT"
 
 echo "== ivf: recall, vacuum, filters/RLS, concurrency, standby, crash (own clusters), full vectors and RaBitQ codes"
 "$ROOT/target/pyenv/bin/python" tests/ivf_suite.py "$work/ivf" $((PORT + 10)) none

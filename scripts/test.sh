@@ -18,10 +18,18 @@ trap 'rm -rf "$pgdata"' EXIT
 cargo pgrx test pg15 --runas postgres --pgdata "$pgdata/data"
 
 echo "== install the release build"
-cargo pgrx install --release --pg-config /usr/bin/pg_config >/dev/null
+bash scripts/install.sh
 
 echo "== SQL regression tests (pg_regress) and script suites"
 bash scripts/regress.sh
+
+echo "== the suites that call the model again, with the inference service (shared_preload_libraries)"
+REGRESS_INFERENCE=service bash scripts/regress.sh
+
+echo "== inference service: crash isolation, batching, cancel, dying backends, reload, socket privacy (own cluster)"
+svc=$(mktemp -d /tmp/biomedclip-service.XXXXXX)
+target/pyenv/bin/python tests/inference_service_suite.py "$svc" 54421
+rm -rf "$svc"
 
 echo "== reliability: malformed-input corpus, RLS with hospital roles, 20 crash restarts (own cluster)"
 rel=$(mktemp -d /tmp/biomedclip-reliability.XXXXXX)

@@ -2,7 +2,7 @@
 //! and `biomedclip_window_presets`. Declared in `sql/medical_images.sql`; the work is in
 //! `biomedclip_core::dicom`.
 
-use crate::embed_sql::{caught, embed_tensors, guarded, model_preprocess_config, pixel_limit, skip_or_raise};
+use crate::embed_sql::{caught, embed_views, guarded, model_image_size, pixel_limit, skip_or_raise};
 use crate::model_cache::image_error_code;
 use crate::vector_datum::PgVector;
 use biomedclip_core::dicom::{self, WindowSpec};
@@ -47,10 +47,8 @@ fn biomedclip_embed_dicom(data: &[u8], window: &str, frame: i32) -> Option<PgVec
             return None;
         }
     };
-    let cfg = model_preprocess_config();
-    let mut pixels = Vec::with_capacity(3 * cfg.image_size * cfg.image_size);
-    preprocess::preprocess_decoded(rendered, &cfg, &mut pixels);
-    let row = embed_tensors(&pixels, 1).pop().expect("one row per image");
+    let (_, view) = preprocess::model_view_rgb(rendered, model_image_size());
+    let row = embed_views(&view, 1).pop().expect("one row per image");
     Some(PgVector::from_slice(&row))
 }
 

@@ -47,11 +47,11 @@ pub(crate) fn pixel_limit() -> u64 {
     settings::MAX_IMAGE_PIXELS.get().max(1) as u64
 }
 
-/// Appends the image's tensor to `out`, or (under on_error = null) leaves `out` as it was and
-/// returns false.
-fn preprocess_or_skip(data: &[u8], cfg: &PreprocessConfig, out: &mut Vec<f32>, element: Option<usize>) -> bool {
+/// Appends the model's 8-bit view of the image to `out`, or (under on_error = null) leaves `out`
+/// as it was and returns false.
+fn view_or_skip(data: &[u8], size: usize, out: &mut Vec<u8>, element: Option<usize>) -> bool {
     let before = out.len();
-    match caught(|| preprocess::preprocess_into(data, cfg, pixel_limit(), out)) {
+    match caught(|| preprocess::model_view_into(data, size, pixel_limit(), out)) {
         Ok(()) => true,
         Err(e) => {
             out.truncate(before);
@@ -62,12 +62,17 @@ fn preprocess_or_skip(data: &[u8], cfg: &PreprocessConfig, out: &mut Vec<f32>, e
 }
 
 pub(crate) fn model_preprocess_config() -> PreprocessConfig {
-    model_cache::with_model(|m| m.preprocess.clone())
+    model_cache::with_model(|m| m.preprocess().clone())
 }
 
-/// Embeds `count` preprocessed images (CHW tensors, back to back) in one model call.
-pub(crate) fn embed_tensors(pixels: &[f32], count: usize) -> Vec<Vec<f32>> {
-    model_cache::infer(|m, i| m.embed_images(pixels, count, i))
+/// The side of the square RGB view the image tower takes.
+pub(crate) fn model_image_size() -> usize {
+    model_cache::with_model(|m| m.preprocess().image_size)
+}
+
+/// Embeds `count` images given as the model's 8-bit RGB views (back to back) in one model call.
+pub(crate) fn embed_views(rgb: &[u8], count: usize) -> Vec<Vec<f32>> {
+    model_cache::infer(|m, i| m.embed_rgb(rgb, count, i))
 }
 
 /// Images per inference call: biomedclip.batch_size, capped by the superuser's
@@ -98,24 +103,26 @@ pub(crate) fn embed_token_batches(ids: &[Vec<u32>]) -> Vec<Vec<f32>> {
 /// `elements` gives the 1-based array position of each image, for error messages. An image
 /// that cannot be decoded is an error, or None under on_error = null.
 fn embed_image_batch(images: &[&[u8]], elements: Option<&[usize]>) -> Vec<Option<Vec<f32>>> {
-    let cfg = model_preprocess_config();
+    let size = model_image_size();
     let mut out = Vec::with_capacity(images.len());
     for range in batching::item_batches(images.len(), batch_size()) {
-        let mut pixels = Vec::with_capacity(range.len() * 3 * cfg.image_size * cfg.image_size);
+        let mut views = Vec::with_capacity(range.len() * 3 * size * size);
         let mut decoded = Vec::with_capacity(range.len());
         for i in range.clone() {
             pgrx::check_for_interrupts!();
-            decoded.push(preprocess_or_skip(images[i], &cfg, &mut pixels, elements.map(|e| e[i])));
+            decoded.push(view_or_skip(images[i], size, &mut views, elements.map(|e| e[i])));
         }
         let count = decoded.iter().filter(|&&d| d).count();
-        let mut rows = if count == 0 { Vec::new() } else { embed_tensors(&pixels, count) }.into_iter();
+        let mut rows = if count == 0 { Vec::new() } else { embed_views(&views, count) }.into_iter();
         out.extend(decoded.into_iter().map(|d| if d { rows.next() } else { None }));
     }
     out
 }
 
 pub(crate) fn tokenize(text: &str) -> Vec<u32> {
-    let (ids, cut) = model_cache::with_model(|m| m.tokenizer.encode_reporting(text)).unwrap_or_else(|e| raise_text_error(e));
+    let (ids, cut) = model_cache::with_model(|m| m.tokenizer().map(|t| t.encode_reporting(text)))
+        .unwrap_or_else(|e| model_cache::raise_model_error(e))
+        .unwrap_or_else(|e| raise_text_error(e));
     if cut {
         notice_truncation_once(ids.len());
     }
@@ -139,7 +146,7 @@ fn notice_truncation_once(context: usize) {
 
 /// Token ids of an array element, or None (with a WARNING) under on_error = null.
 fn tokenize_element(text: &str, element: Option<usize>) -> Option<Vec<u32>> {
-    match model_cache::with_model(|m| m.tokenizer.encode_reporting(text)) {
+    match model_cache::with_model(|m| m.tokenizer().map(|t| t.encode_reporting(text))).unwrap_or_else(|e| model_cache::raise_model_error(e)) {
         Ok((ids, cut)) => {
             if cut {
                 notice_truncation_once(ids.len());

@@ -1,12 +1,15 @@
 //! `biomedclip`: the PostgreSQL extension. Thin glue over `biomedclip-core`: SQL types,
 //! functions, and (later) the index access method and settings.
 
+use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 ::pgrx::pg_module_magic!();
 
 mod dicom_sql;
 mod embed_sql;
+mod inference_client;
+mod inference_supervisor;
 mod ivf;
 mod model_cache;
 mod model_registry;
@@ -28,6 +31,11 @@ extension_sql_file!("../sql/ivf.sql", name = "ivf", requires = ["vector_types"])
 pub extern "C-unwind" fn _PG_init() {
     settings::register();
     ivf::register_settings();
+    // Loaded by shared_preload_libraries: one inference service for the whole server.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        model_cache::mark_preloaded();
+        inference_supervisor::register();
+    }
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -10,15 +10,18 @@
 //! At process exit (`on_proc_exit`), inference runs still in flight are terminated and their
 //! threads joined before the sessions are dropped, so no ONNX Runtime thread outlives the backend.
 
+use crate::inference_client::ServiceClient;
 use crate::settings::{self, ExecutionProvider};
 use biomedclip_core::image_decode::ImageError;
 use biomedclip_core::model::ModelError;
 use biomedclip_core::runtime::{self, EmbeddingBackend, Interrupt, LocalModel, Provider, RuntimeConfig};
+use biomedclip_core::service_protocol::model_error_code;
 use biomedclip_core::tokenize::TextError;
 use pgrx::prelude::*;
 use pgrx::pg_sys;
 use std::cell::RefCell;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Clone, PartialEq, Eq)]
 struct CacheKey {
@@ -26,11 +29,28 @@ struct CacheKey {
     provider: Provider,
     threads: usize,
     pinned_sha256: Option<String>,
+    /// Why the model runs in this backend, or None: it runs in the inference service.
+    backend_reason: Option<&'static str>,
+}
+
+/// The model this backend uses: its own copy, or its connection to the inference service.
+enum Active {
+    Local(LocalModel),
+    Service(ServiceClient),
+}
+
+impl Active {
+    fn backend(&mut self) -> &mut dyn EmbeddingBackend {
+        match self {
+            Active::Local(m) => m,
+            Active::Service(c) => c,
+        }
+    }
 }
 
 struct Cached {
     key: CacheKey,
-    model: LocalModel,
+    model: Active,
     loaded_at: String,
 }
 
@@ -38,28 +58,60 @@ thread_local! {
     static CACHE: RefCell<Option<Cached>> = const { RefCell::new(None) };
 }
 
-pub fn raise_model_error(e: ModelError) -> ! {
+/// Set in `_PG_init` when the library is loaded by shared_preload_libraries (the supervisor
+/// worker is registered then); backends inherit it from the postmaster.
+static PRELOADED: AtomicBool = AtomicBool::new(false);
+
+pub fn mark_preloaded() {
+    PRELOADED.store(true, Ordering::Relaxed);
+}
+
+/// Why this session runs the model itself, or None when the inference service runs it.
+fn backend_reason() -> Option<&'static str> {
+    if settings::INFERENCE.get() == settings::Inference::Backend {
+        return Some("biomedclip.inference = backend");
+    }
+    if !PRELOADED.load(Ordering::Relaxed) {
+        return Some("biomedclip is not in shared_preload_libraries, so no inference service runs");
+    }
+    // intra_op_threads is backend mode's own (the service has biomedclip.service_threads).
+    for name in [c"biomedclip.model_dir", c"biomedclip.ort_library", c"biomedclip.execution_provider"] {
+        if settings::overridden_in_session(name) {
+            return Some("this session set its own biomedclip.model_dir, ort_library or execution_provider");
+        }
+    }
+    None
+}
+
+/// The SQLSTATE of a model error, by its [`model_error_code`] (the same in both modes: the
+/// service sends the code of the error it saw).
+fn sqlstate(code: u8) -> PgSqlErrorCode {
     use PgSqlErrorCode::*;
-    let code = match &e {
-        ModelError::NoModelDir => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-        ModelError::Io { .. } => ERRCODE_UNDEFINED_FILE,
-        ModelError::HashMismatch { .. } => ERRCODE_DATA_CORRUPTED,
-        ModelError::BadManifest(_) | ModelError::Unsupported(_) | ModelError::InputNames { .. } | ModelError::NotPinned { .. } => {
-            ERRCODE_CONFIG_FILE_ERROR
-        }
-        ModelError::Interrupted => {
-            // PostgreSQL's own cancel, timeout or termination error, when it is ready to raise it;
-            // otherwise (interrupts held off) still the query-canceled SQLSTATE, never a generic one.
-            pgrx::check_for_interrupts!();
-            ERRCODE_QUERY_CANCELED
-        }
-        ModelError::BadOutput(_) => ERRCODE_DATA_EXCEPTION,
-        ModelError::Runtime(_) => ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
-    };
-    let message = match &e {
-        ModelError::Io { .. } | ModelError::HashMismatch { .. } => format!("{e} (the model directory is the setting biomedclip.model_dir)"),
+    match code {
+        1 => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        2 => ERRCODE_UNDEFINED_FILE,
+        4 => ERRCODE_DATA_CORRUPTED,
+        3 | 5 | 6 | 7 => ERRCODE_CONFIG_FILE_ERROR,
+        8 => ERRCODE_QUERY_CANCELED,
+        9 => ERRCODE_DATA_EXCEPTION,
+        11 => ERRCODE_CANNOT_CONNECT_NOW,
+        12 => ERRCODE_INSUFFICIENT_RESOURCES,
+        _ => ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
+    }
+}
+
+pub fn raise_model_error(e: ModelError) -> ! {
+    let code = model_error_code(&e);
+    if code == 8 {
+        // PostgreSQL's own cancel, timeout or termination error, when it is ready to raise it;
+        // otherwise (interrupts held off) still the query-canceled SQLSTATE, never a generic one.
+        pgrx::check_for_interrupts!();
+    }
+    let message = match code {
+        2 | 4 => format!("{e} (the model directory is the setting biomedclip.model_dir)"),
         _ => e.to_string(),
     };
+    let code = sqlstate(code);
     ereport!(ERROR, code, message);
 }
 
@@ -91,7 +143,7 @@ fn current_key() -> CacheKey {
         ExecutionProvider::Auto => Provider::Auto,
     };
     let pinned_sha256 = settings::path_setting(&settings::MODEL_SHA256, "biomedclip.model_sha256");
-    CacheKey { dir, provider, threads: settings::INTRA_OP_THREADS.get() as usize, pinned_sha256 }
+    CacheKey { dir, provider, threads: settings::INTRA_OP_THREADS.get() as usize, pinned_sha256, backend_reason: backend_reason() }
 }
 
 fn ensure_ort() {
@@ -102,14 +154,81 @@ fn ensure_ort() {
 }
 
 fn load(key: &CacheKey) -> Cached {
+    if key.backend_reason.is_none() {
+        return connect(key);
+    }
     ensure_ort();
     register_exit_hook();
-    let cfg = RuntimeConfig { intra_op_threads: key.threads, provider: key.provider, pinned_sha256: key.pinned_sha256.clone() };
+    let cfg = RuntimeConfig {
+        intra_op_threads: key.threads,
+        provider: key.provider,
+        pinned_sha256: key.pinned_sha256.clone(),
+    };
     let interrupt = Interrupt::new(&pg_interrupt_pending);
-    let model = LocalModel::load_watched(&PathBuf::from(&key.dir), &cfg, &interrupt).unwrap_or_else(|e| raise_model_error(e));
+    let model = LocalModel::load_watched(&PathBuf::from(&key.dir), &cfg, &interrupt)
+        .unwrap_or_else(|e| raise_model_error(e));
     let loaded_at = crate::model_registry::now_utc();
-    crate::model_registry::record_load(&model, &loaded_at);
-    Cached { key: key.clone(), model, loaded_at: loaded_at.text }
+    crate::model_registry::record_load(
+        &model.verified.manifest,
+        &model.verified.manifest_bytes,
+        &model.verified.manifest_sha256,
+        &loaded_at,
+    );
+    Cached {
+        key: key.clone(),
+        model: Active::Local(model),
+        loaded_at: loaded_at.text,
+    }
+}
+
+/// Connects to the inference service. A service that runs another directory than the server's
+/// setting names is being restarted for a reload: wait for it (bounded), never mix the two.
+fn connect(key: &CacheKey) -> Cached {
+    let interrupt = Interrupt::new(&pg_interrupt_pending);
+    let start = std::time::Instant::now();
+    loop {
+        let client = ServiceClient::connect(&interrupt).unwrap_or_else(|e| raise_model_error(e));
+        if client.description.model_dir == key.dir {
+            if let Some(pin) = &key.pinned_sha256 {
+                if !pin.eq_ignore_ascii_case(&client.description.manifest_sha256) {
+                    raise_model_error(ModelError::NotPinned {
+                        pinned: pin.clone(),
+                        actual: client.description.manifest_sha256.clone(),
+                    });
+                }
+            }
+            let loaded_at = crate::model_registry::now_utc();
+            let manifest_json = client.description.manifest_json.clone();
+            let sha = client.description.manifest_sha256.clone();
+            crate::model_registry::record_load(
+                EmbeddingBackend::manifest(&client),
+                &manifest_json,
+                &sha,
+                &loaded_at,
+            );
+            return Cached {
+                key: key.clone(),
+                model: Active::Service(client),
+                loaded_at: client_loaded_at(&loaded_at),
+            };
+        }
+        if start.elapsed() > std::time::Duration::from_secs(15) {
+            raise_model_error(ModelError::ServiceUnavailable {
+                busy: false,
+                message: format!(
+                    "the inference service runs the model in {}, but biomedclip.model_dir is {}; it is restarted when the server reloads its configuration",
+                    client.description.model_dir, key.dir
+                ),
+            });
+        }
+        drop(client);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        pgrx::check_for_interrupts!();
+    }
+}
+
+fn client_loaded_at(at: &crate::model_registry::LoadTime) -> String {
+    at.text.clone()
 }
 
 /// Registers (once per process) the exit callback that stops in-flight runs before exit.
@@ -138,10 +257,12 @@ unsafe extern "C-unwind" fn on_exit(_code: i32, _arg: pg_sys::Datum) {
 const EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Runs `f` with this backend's model, loading (or reloading) it when the settings changed.
-pub fn with_model<T>(f: impl FnOnce(&mut LocalModel) -> T) -> T {
+pub fn with_model<T>(f: impl FnOnce(&mut dyn EmbeddingBackend) -> T) -> T {
     let key = current_key();
     CACHE.with(|cell| {
-        let stale = cell.borrow().as_ref().is_none_or(|c| c.key != key);
+        let stale = cell.borrow().as_ref().is_none_or(|c| {
+            c.key != key || matches!(&c.model, Active::Service(client) if !client.is_alive())
+        });
         if stale {
             // Drop the old sessions before loading the new ones.
             *cell.borrow_mut() = None;
@@ -149,13 +270,37 @@ pub fn with_model<T>(f: impl FnOnce(&mut LocalModel) -> T) -> T {
             *cell.borrow_mut() = Some(loaded);
         }
         let mut guard = cell.borrow_mut();
-        f(&mut guard.as_mut().expect("model loaded above").model)
+        f(guard.as_mut().expect("model loaded above").model.backend())
     })
 }
 
 /// Forgets the cached model so that the next call reloads and re-verifies it.
 pub fn forget() {
     CACHE.with(|cell| *cell.borrow_mut() = None);
+}
+
+/// Reports a wait event for as long as it lives (pgstat_report_wait_start/end).
+struct WaitEvent;
+
+impl WaitEvent {
+    fn extension() -> WaitEvent {
+        unsafe {
+            if !pg_sys::my_wait_event_info.is_null() {
+                std::ptr::write_volatile(pg_sys::my_wait_event_info, pg_sys::PG_WAIT_EXTENSION);
+            }
+        }
+        WaitEvent
+    }
+}
+
+impl Drop for WaitEvent {
+    fn drop(&mut self) {
+        unsafe {
+            if !pg_sys::my_wait_event_info.is_null() {
+                std::ptr::write_volatile(pg_sys::my_wait_event_info, 0);
+            }
+        }
+    }
 }
 
 /// Whether a query cancel, statement timeout or termination is pending. Polled by the watchdog
@@ -168,13 +313,23 @@ fn pg_interrupt_pending() -> bool {
 }
 
 /// Runs inference; an interrupted call becomes PostgreSQL's own cancel/timeout error.
-pub fn infer<T>(f: impl FnOnce(&mut dyn EmbeddingBackend, &Interrupt) -> Result<T, ModelError>) -> T {
+pub fn infer<T>(
+    f: impl FnOnce(&mut dyn EmbeddingBackend, &Interrupt) -> Result<T, ModelError>,
+) -> T {
     pgrx::check_for_interrupts!();
     let interrupt = Interrupt::new(&pg_interrupt_pending);
-    let result = with_model(|m| f(m, &interrupt));
+    // pg_stat_activity shows the session waiting on the model (wait_event_type 'Extension').
+    let result = {
+        let _waiting = WaitEvent::extension();
+        with_model(|m| f(m, &interrupt))
+    };
     match result {
         Ok(v) => v,
         Err(e) => {
+            if matches!(e, ModelError::ServiceUnavailable { busy: false, .. }) {
+                // The connection is gone: the next call connects to the restarted service.
+                forget();
+            }
             // A terminated run: let PostgreSQL raise the cancel or timeout error it is holding.
             pgrx::check_for_interrupts!();
             raise_model_error(e)
@@ -182,36 +337,64 @@ pub fn infer<T>(f: impl FnOnce(&mut dyn EmbeddingBackend, &Interrupt) -> Result<
     }
 }
 
-/// What is active in this backend, as jsonb (loads the model if needed).
+/// What is active in this backend, as jsonb (loads the model, or connects, if needed).
 pub fn info() -> serde_json::Value {
     let key = current_key();
     with_model(|_| ());
     CACHE.with(|cell| {
-        let guard = cell.borrow();
-        let c = guard.as_ref().expect("model loaded");
-        let m = &c.model.verified.manifest;
-        serde_json::json!({
+        let mut guard = cell.borrow_mut();
+        let c = guard.as_mut().expect("model loaded");
+        let loaded_at = c.loaded_at.clone();
+        let backend = c.model.backend();
+        let m = backend.manifest().clone();
+        let mut info = serde_json::json!({
             "name": m.name,
             "version": m.version,
             "precision": m.precision,
-            "manifest_sha256": c.model.verified.manifest_sha256,
+            "manifest_sha256": backend.manifest_sha256(),
             "files": m.files,
             "model_dir": key.dir,
             "embed_dim": m.embed_dim,
             "logit_scale": m.logit_scale,
             "image": m.image,
             "text": m.text,
-            "execution_provider": c.model.provider_in_use,
-            "execution_provider_fallback": c.model.provider_fallback,
-            "requested_execution_provider": match key.provider { Provider::Cpu => "cpu", Provider::Cuda => "cuda", Provider::Auto => "auto" },
-            "intra_op_threads": key.threads,
-            "ort_library": runtime::loaded_ort_library().map(|(p, _)| p.display().to_string()),
-            "ort_library_sha256": runtime::loaded_ort_library().map(|(_, sha)| sha),
             "model_sha256_pin": key.pinned_sha256,
-            "inference": "backend",
             "backend_pid": std::process::id(),
-            "loaded_at": c.loaded_at,
             "kernels_isa": biomedclip_core::distance::active_isa().name(),
-        })
+        });
+        let extra = match &mut c.model {
+            Active::Local(model) => serde_json::json!({
+                "inference": "backend",
+                "inference_reason": key.backend_reason,
+                "execution_provider": model.provider_in_use,
+                "execution_provider_fallback": model.provider_fallback,
+                "requested_execution_provider": match key.provider { Provider::Cpu => "cpu", Provider::Cuda => "cuda", Provider::Auto => "auto" },
+                "intra_op_threads": key.threads,
+                "ort_library": runtime::loaded_ort_library().map(|(p, _)| p.display().to_string()),
+                "ort_library_sha256": runtime::loaded_ort_library().map(|(_, sha)| sha),
+                "loaded_at": loaded_at,
+            }),
+            Active::Service(client) => {
+                let interrupt = Interrupt::new(&pg_interrupt_pending);
+                let status = client.status(&interrupt).unwrap_or_else(|e| raise_model_error(e));
+                let d = &client.description;
+                serde_json::json!({
+                    "inference": "service",
+                    "service_pid": client.pid,
+                    "service": status,
+                    "execution_provider": d.provider_in_use,
+                    "execution_provider_fallback": (!d.provider_fallback.is_empty()).then(|| d.provider_fallback.clone()),
+                    "requested_execution_provider": match key.provider { Provider::Cpu => "cpu", Provider::Cuda => "cuda", Provider::Auto => "auto" },
+                    "ort_library": d.ort_library,
+                    "ort_library_sha256": d.ort_library_sha256,
+                    "loaded_at": d.loaded_at,
+                    "connected_at": loaded_at,
+                })
+            }
+        };
+        if let (Some(obj), serde_json::Value::Object(more)) = (info.as_object_mut(), extra) {
+            obj.extend(more);
+        }
+        info
     })
 }

@@ -15,7 +15,7 @@
 //! A spool file whose worker could not start (no free worker slot) is picked up by the next
 //! worker of that database. Standbys only log: they cannot write.
 
-use biomedclip_core::runtime::LocalModel;
+use biomedclip_core::model::Manifest;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder};
 use pgrx::prelude::*;
 use pgrx::{pg_sys, JsonB};
@@ -96,22 +96,22 @@ fn registry_owner() -> Option<pg_sys::Oid> {
 
 /// Logs the load and hands it to the registry worker. Never raises an error: the model is loaded
 /// either way, and the server log has the record.
-pub fn record_load(model: &LocalModel, at: &LoadTime) {
-    let m = &model.verified.manifest;
+/// Records that this backend uses the model (loaded here, or run by the inference service).
+pub fn record_load(m: &Manifest, manifest_bytes: &[u8], manifest_sha256: &str, at: &LoadTime) {
     pgrx::log!(
-        "biomedclip: loaded model \"{}\" version \"{}\" ({}), manifest sha256 {}",
+        "biomedclip: using model \"{}\" version \"{}\" ({}), manifest sha256 {}",
         m.name,
         m.version,
         m.precision,
-        model.verified.manifest_sha256
+        manifest_sha256
     );
     if unsafe { pg_sys::RecoveryInProgress() } {
         return;
     }
     let Some(owner) = registry_owner() else { return };
     let entry = SpoolEntry {
-        manifest_sha256: model.verified.manifest_sha256.clone(),
-        manifest: String::from_utf8_lossy(&model.verified.manifest_bytes).into_owned(),
+        manifest_sha256: manifest_sha256.to_string(),
+        manifest: String::from_utf8_lossy(manifest_bytes).into_owned(),
         loaded_at_unix: at.unix,
     };
     let db = unsafe { pg_sys::MyDatabaseId };

@@ -25,6 +25,18 @@ pub enum OnError {
     Null,
 }
 
+/// `biomedclip.inference`: where the model runs.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Inference {
+    /// In the shared inference service (needs shared_preload_libraries = 'biomedclip').
+    #[name = c"service"]
+    Service,
+    /// In each backend's own copy of the model.
+    #[name = c"backend"]
+    Backend,
+}
+
+pub static INFERENCE: GucSetting<Inference> = GucSetting::<Inference>::new(Inference::Service);
 pub static ON_ERROR: GucSetting<OnError> = GucSetting::<OnError>::new(OnError::Error);
 pub static MODEL_DIR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static ORT_LIBRARY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -35,8 +47,27 @@ pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(8);
 pub static MODEL_SHA256: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static MAX_BATCH_IMAGES: GucSetting<i32> = GucSetting::<i32>::new(32);
 pub static MAX_BATCH_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(8192);
+pub static SERVICE_THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
 
 pub fn register() {
+    GucRegistry::define_int_guc(
+        c"biomedclip.service_threads",
+        c"ONNX Runtime threads of the inference service; 0 (default) means one per CPU core.",
+        c"The service runs one batch at a time with all of them; biomedclip.intra_op_threads is for backend mode. Set in postgresql.conf; a change restarts the service.",
+        &SERVICE_THREADS,
+        0,
+        1024,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"biomedclip.inference",
+        c"service: the model runs once for the whole server, in the inference service (default); backend: in every backend that embeds.",
+        c"The service needs shared_preload_libraries = 'biomedclip'; without it every backend runs its own copy. A session that sets its own biomedclip.model_dir, ort_library or execution_provider runs its own copy too. Superuser only.",
+        &INFERENCE,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     GucRegistry::define_string_guc(
         c"biomedclip.model_dir",
         c"Directory of the BiomedCLIP model (manifest.json, image_encoder.onnx, text_encoder.onnx, tokenizer.json).",
@@ -127,6 +158,17 @@ pub fn register() {
         GucContext::Suset,
         GucFlags::default(),
     );
+}
+
+/// Whether this session changed `name` from the server's value (postgresql.conf, ALTER SYSTEM,
+/// or the database and role defaults): then it wants its own model, not the service's.
+pub fn overridden_in_session(name: &std::ffi::CStr) -> bool {
+    unsafe {
+        let current = pgrx::pg_sys::GetConfigOption(name.as_ptr(), true, false);
+        let reset = pgrx::pg_sys::GetConfigOptionResetString(name.as_ptr());
+        let text = |p: *const std::ffi::c_char| (!p.is_null()).then(|| std::ffi::CStr::from_ptr(p).to_bytes().to_vec());
+        text(current) != text(reset)
+    }
 }
 
 /// A string setting as UTF-8, or an ERROR that names the setting.

@@ -5,7 +5,7 @@
 //! Memory: the slide's compressed bytes (a bytea, at most 1 GB) plus at most 64 decoded tiles, one
 //! batch of patch tensors and the result rows (2 KiB per patch); never a decoded level.
 
-use crate::embed_sql::{batch_size, embed_tensors, guarded, model_preprocess_config, pixel_limit};
+use crate::embed_sql::{batch_size, embed_views, guarded, model_image_size, pixel_limit};
 use crate::model_cache::{self, raise_image_error};
 use crate::vector_datum::PgVector;
 use biomedclip_core::image_decode::{Decoded, ImageError, Mode, Pixels};
@@ -40,17 +40,17 @@ fn embed_patches(data: &[u8], p: &PatchParams) -> (Vec<Patch>, Vec<Vec<f32>>) {
         slide.plan(p, &mask)
     });
     let mut reader = guarded(|| slide.reader(p.level));
-    let cfg = model_preprocess_config();
+    let size = model_image_size();
     let mut rows = Vec::with_capacity(plan.patches.len());
     for chunk in plan.patches.chunks(batch_size()) {
-        let mut pixels = Vec::with_capacity(chunk.len() * 3 * cfg.image_size * cfg.image_size);
+        let mut views = Vec::with_capacity(chunk.len() * 3 * size * size);
         for patch in chunk {
             pgrx::check_for_interrupts!();
             let region = guarded(|| reader.read_region(patch.x, patch.y, p.patch_size, p.patch_size));
             let image = Decoded { mode: Mode::Rgb, pixels: Pixels::U8(region), palette: Vec::new() };
-            preprocess::preprocess_decoded(image, &cfg, &mut pixels);
+            views.extend_from_slice(&preprocess::model_view_rgb(image, size).1);
         }
-        rows.extend(embed_tensors(&pixels, chunk.len()));
+        rows.extend(embed_views(&views, chunk.len()));
     }
     (plan.patches, rows)
 }
@@ -134,7 +134,7 @@ fn biomedclip_embed_slide(
             // The same scale as zero-shot logits: exp(logit_scale) (100 for BiomedCLIP), so the
             // weights are a softmax over the logits the model itself would give each patch. The
             // raw logit_scale (about 4.6) would make the weights nearly uniform, i.e. the mean.
-            let t = temperature.unwrap_or_else(|| model_cache::with_model(|m| m.verified.manifest.logit_scale.exp()));
+            let t = temperature.unwrap_or_else(|| model_cache::with_model(|m| m.manifest().logit_scale.exp()));
             pooling::attention(&rows, q.as_slice(), t)
         }
         _ => pooling::mean(&rows),

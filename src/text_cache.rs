@@ -55,7 +55,7 @@ pub fn model_texts() -> u64 {
 
 /// Embeddings of `texts` for the active model, running the model only for texts not cached.
 pub fn embeddings(texts: &[String]) -> Vec<Vec<f32>> {
-    let sha = model_cache::with_model(|m| m.verified.manifest_sha256.clone());
+    let sha = model_cache::with_model(|m| m.manifest_sha256().to_string());
     let keys: Vec<(String, String)> = texts.iter().map(|t| (sha.clone(), t.clone())).collect();
     let mut found: Vec<Option<Vec<f32>>> = CACHE.with(|c| keys.iter().map(|k| c.borrow_mut().get(k)).collect());
     let missing: Vec<usize> = (0..keys.len()).filter(|&i| found[i].is_none()).collect();

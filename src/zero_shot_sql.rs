@@ -31,7 +31,7 @@ fn label_logits(image: &PgVector<f32>, labels: &[String], templates: &[String]) 
     if templates.is_empty() {
         raise(ERRCODE_INVALID_PARAMETER_VALUE, "templates must not be empty".into());
     }
-    let (sha, logit_scale, dim) = model_cache::with_model(|m| (m.verified.manifest_sha256.clone(), m.verified.manifest.logit_scale, m.verified.manifest.embed_dim));
+    let (sha, logit_scale, dim) = model_cache::with_model(|m| (m.manifest_sha256().to_string(), m.manifest().logit_scale, m.manifest().embed_dim));
     crate::vector_datum::check_same_dims(image.dims(), dim);
     let prompts: Vec<String> = labels.iter().flat_map(|l| templates.iter().map(move |t| zero_shot::fill_template(t, l))).collect();
     let embs = prompt_embeddings(&prompts);

@@ -14,7 +14,7 @@ if [ ! -f target/models/base-int8/manifest.json ]; then
 fi
 chmod -R a+rX target/models
 cargo build --release -q -p biomedclip-core --example direct_runner
-cargo pgrx install --release --pg-config /usr/bin/pg_config >/dev/null
+bash scripts/install.sh
 work=$(mktemp -d /tmp/biomedclip-bench.XXXXXX); chmod 755 "$work"
 trap 'bash scripts/pg_cluster.sh stop "$work/data" immediate; rm -rf "$work"' EXIT
 bash scripts/pg_cluster.sh start "$work/data" "$PORT" "biomedclip.ort_library = '$LIB'"

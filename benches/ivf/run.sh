@@ -8,7 +8,7 @@ ROOT=$(pwd)
 PORT=${BENCH_PORT:-54351}
 bash scripts/setup.sh
 target/pyenv/bin/pip install -q --disable-pip-version-check -r benches/requirements.txt
-cargo pgrx install --release --pg-config /usr/bin/pg_config >/dev/null
+bash scripts/install.sh
 work=$(mktemp -d /tmp/biomedclip-bench.XXXXXX); chmod 755 "$work"
 trap 'bash scripts/pg_cluster.sh stop "$work/data" immediate; rm -rf "$work"' EXIT
 tar -xzf "$ROOT/../shared/peers/pgvector-0.8.6.tar.gz" -C "$work"

@@ -5,7 +5,7 @@ cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 PORT=${BENCH_PORT:-54391}
 bash scripts/setup.sh >/dev/null
-cargo pgrx install --release --pg-config /usr/bin/pg_config >/dev/null
+bash scripts/install.sh
 work=$(mktemp -d /tmp/biomedclip-load.XXXXXX); chmod 755 "$work"
 trap 'bash scripts/pg_cluster.sh stop "$work/data" immediate; rm -rf "$work"' EXIT
 bash scripts/pg_cluster.sh start "$work/data" "$PORT" "max_connections = 50" \

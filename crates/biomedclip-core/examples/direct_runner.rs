@@ -5,7 +5,7 @@
 //! direct_runner texts  MODEL_DIR ORT_LIB BATCH REPEATS CAPTIONS.jsonl [pad256]
 //! direct_runner preprocess MODEL_DIR ORT_LIB 1 REPEATS IMAGE...   (decode + preprocess only, per image)
 use biomedclip_core::preprocess::preprocess_into;
-use biomedclip_core::runtime::{init_ort, EmbeddingBackend, Interrupt, LocalModel, Provider, RuntimeConfig};
+use biomedclip_core::runtime::{init_ort, Interrupt, LocalModel, Provider, RuntimeConfig};
 use std::path::Path;
 use std::time::Instant;
 

@@ -17,6 +17,7 @@ pub mod preprocess;
 pub mod rabitq;
 pub mod resample;
 pub mod runtime;
+pub mod service_protocol;
 pub mod slide;
 pub mod text_clean;
 mod text_tables;

@@ -66,6 +66,11 @@ pub enum ModelError {
     /// The model produced output that cannot be an embedding (wrong row count, NaN, infinity).
     BadOutput(String),
     Runtime(String),
+    /// An error the inference service reported: `code` is [`crate::service_protocol::model_error_code`]
+    /// of the error it saw (so that it maps to the same SQLSTATE), `message` its text.
+    Remote { code: u8, message: String },
+    /// The inference service is not running, restarted during the request, or is overloaded.
+    ServiceUnavailable { busy: bool, message: String },
 }
 
 impl fmt::Display for ModelError {
@@ -89,6 +94,8 @@ impl fmt::Display for ModelError {
             ModelError::Interrupted => write!(f, "inference was interrupted"),
             ModelError::BadOutput(d) => write!(f, "the model produced an invalid embedding: {d}"),
             ModelError::Runtime(d) => write!(f, "ONNX Runtime error: {d}"),
+            ModelError::Remote { message, .. } => write!(f, "{message}"),
+            ModelError::ServiceUnavailable { message, .. } => write!(f, "{message}"),
         }
     }
 }

@@ -152,6 +152,13 @@ pub fn preprocess_decoded(img: Decoded, cfg: &PreprocessConfig, out: &mut Vec<f3
     normalize_chw(&rgb, size, cfg, out);
 }
 
+/// Decodes one image and appends the model's 8-bit RGB view of it (size×size×3) to `out`.
+pub fn model_view_into(data: &[u8], size: usize, max_pixels: u64, out: &mut Vec<u8>) -> Result<(), ImageError> {
+    let img = image_decode::decode(data, max_pixels)?;
+    out.extend_from_slice(&model_view_rgb(img, size).1);
+    Ok(())
+}
+
 /// Decodes and preprocesses one image into a new 3×size×size tensor.
 pub fn preprocess(data: &[u8], cfg: &PreprocessConfig, max_pixels: u64) -> Result<Vec<f32>, ImageError> {
     let mut out = Vec::with_capacity(3 * cfg.image_size * cfg.image_size);

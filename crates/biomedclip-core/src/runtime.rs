@@ -1,6 +1,6 @@
 //! ONNX Runtime behind one narrow interface: [`EmbeddingBackend`] embeds a batch of preprocessed
-//! images or of token sequences. Today it runs in the calling process ([`LocalModel`]); a shared
-//! background worker can implement the same trait later.
+//! images or of token sequences, in the calling process ([`LocalModel`]: a PostgreSQL backend
+//! in backend mode, or the inference service) or through the service's client.
 //!
 //! Process hygiene, as measured inside PostgreSQL backends (FIELD_NOTES):
 //! * the library is loaded lazily with `ort::init_from`, once per process, after setting
@@ -106,10 +106,17 @@ pub fn loaded_ort_library() -> Option<(PathBuf, String)> {
     ORT.lock().unwrap_or_else(|p| p.into_inner()).map(|s| (s.library.clone(), s.library_sha256.clone()))
 }
 
-/// Something that embeds batches. Inputs are already preprocessed: images as CHW f32 tensors
-/// concatenated, texts as token ids (unpadded). Outputs are L2-normalized.
+/// Something that embeds batches: the model in this process ([`LocalModel`]) or the shared
+/// inference service (the extension's client). Inputs are already preprocessed: images as the
+/// model's 8-bit RGB view (`size`×`size`, interleaved, back to back; normalization is the
+/// model's job), texts as token ids (unpadded). Outputs are L2-normalized.
 pub trait EmbeddingBackend {
-    fn embed_images(&mut self, pixels: &[f32], count: usize, interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError>;
+    fn manifest(&self) -> &crate::model::Manifest;
+    /// SHA-256 of manifest.json: the model's identity.
+    fn manifest_sha256(&self) -> &str;
+    fn tokenizer(&self) -> Result<&TextTokenizer, ModelError>;
+    fn preprocess(&self) -> &PreprocessConfig;
+    fn embed_rgb(&mut self, rgb: &[u8], count: usize, interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError>;
     fn embed_token_ids(&mut self, sequences: &[Vec<u32>], interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError>;
 }
 
@@ -236,8 +243,9 @@ impl LocalModel {
         check_names("image_encoder.onnx", &image, &[&m.image.input], &m.image.output)?;
         check_names("text_encoder.onnx", &text, &[&m.text.input_ids, &m.text.attention_mask], &m.text.output)?;
         let preprocess = PreprocessConfig { image_size: m.image.size, mean: m.image.mean, std: m.image.std };
-        // The sessions hold their own copy of the weights: keep the hashes, drop the bytes.
-        for bytes in [&mut verified.image_encoder, &mut verified.text_encoder, &mut verified.tokenizer_json] {
+        // The sessions hold their own copy of the weights: keep the hashes, drop the bytes (the
+        // tokenizer's are kept: the inference service sends them to backends).
+        for bytes in [&mut verified.image_encoder, &mut verified.text_encoder] {
             *bytes = Vec::new();
         }
         let (image, text) = (Arc::new(Mutex::new(image)), Arc::new(Mutex::new(text)));
@@ -349,7 +357,43 @@ fn check_output(name: &str, shape: &ort::value::Shape, data: &[f32], rows: usize
 }
 
 impl EmbeddingBackend for LocalModel {
-    fn embed_images(&mut self, pixels: &[f32], count: usize, interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError> {
+    fn manifest(&self) -> &crate::model::Manifest {
+        &self.verified.manifest
+    }
+
+    fn manifest_sha256(&self) -> &str {
+        &self.verified.manifest_sha256
+    }
+
+    fn tokenizer(&self) -> Result<&TextTokenizer, ModelError> {
+        Ok(&self.tokenizer)
+    }
+
+    fn preprocess(&self) -> &PreprocessConfig {
+        &self.preprocess
+    }
+
+    fn embed_rgb(&mut self, rgb: &[u8], count: usize, interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError> {
+        let s = self.preprocess.image_size;
+        if rgb.len() != count * 3 * s * s {
+            return Err(ModelError::Runtime(format!("expected {count} images of {s}x{s} RGB, got {} bytes", rgb.len())));
+        }
+        let mut pixels = Vec::with_capacity(rgb.len());
+        for image in rgb.chunks_exact(3 * s * s) {
+            crate::preprocess::normalize_chw(image, s, &self.preprocess, &mut pixels);
+        }
+        self.embed_images(&pixels, count, interrupt)
+    }
+
+    fn embed_token_ids(&mut self, sequences: &[Vec<u32>], interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError> {
+        // Pad to the longest member only; the attention mask hides the padding.
+        self.embed_token_ids_padded(sequences, 0, interrupt)
+    }
+}
+
+impl LocalModel {
+    /// Embeds normalized CHW f32 tensors, back to back.
+    pub fn embed_images(&mut self, pixels: &[f32], count: usize, interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError> {
         let s = self.preprocess.image_size;
         if pixels.len() != count * 3 * s * s {
             return Err(ModelError::Runtime(format!("expected {count} images of 3x{s}x{s}, got {} values", pixels.len())));
@@ -361,13 +405,6 @@ impl EmbeddingBackend for LocalModel {
         run_watched(&self.image, vec![(name, tensor.into_dyn())], pixels.len(), &output, count, dim, interrupt)
     }
 
-    fn embed_token_ids(&mut self, sequences: &[Vec<u32>], interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError> {
-        // Pad to the longest member only; the attention mask hides the padding.
-        self.embed_token_ids_padded(sequences, 0, interrupt)
-    }
-}
-
-impl LocalModel {
     /// Token batches padded to at least `min_len` (open_clip pads every text to the context
     /// length; the benchmark compares that with length-aware batching).
     pub fn embed_token_ids_padded(&mut self, sequences: &[Vec<u32>], min_len: usize, interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError> {
