@@ -17,9 +17,7 @@
 
 use crate::settings::{self, ExecutionProvider};
 use biomedclip_core::service_protocol as proto;
-use pgrx::bgworkers::{
-    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
-};
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::os::unix::process::CommandExt;
@@ -62,24 +60,15 @@ fn service_args() -> Vec<String> {
     };
     vec![
         "--model-dir".into(),
-        text(settings::path_setting(
-            &settings::MODEL_DIR,
-            "biomedclip.model_dir",
-        )),
+        text(settings::path_setting(&settings::MODEL_DIR, "biomedclip.model_dir")),
         "--ort-library".into(),
-        text(settings::path_setting(
-            &settings::ORT_LIBRARY,
-            "biomedclip.ort_library",
-        )),
+        text(settings::path_setting(&settings::ORT_LIBRARY, "biomedclip.ort_library")),
         "--threads".into(),
         service_threads().to_string(),
         "--provider".into(),
         provider.into(),
         "--pin".into(),
-        text(settings::path_setting(
-            &settings::MODEL_SHA256,
-            "biomedclip.model_sha256",
-        )),
+        text(settings::path_setting(&settings::MODEL_SHA256, "biomedclip.model_sha256")),
         "--max-batch-images".into(),
         settings::MAX_BATCH_IMAGES.get().to_string(),
         "--max-batch-tokens".into(),
@@ -89,10 +78,7 @@ fn service_args() -> Vec<String> {
 
 fn spawn(args: &[String]) -> std::io::Result<Child> {
     std::fs::create_dir_all(proto::SOCKET_DIR)?;
-    std::fs::set_permissions(
-        proto::SOCKET_DIR,
-        std::os::unix::fs::PermissionsExt::from_mode(0o700),
-    )?;
+    std::fs::set_permissions(proto::SOCKET_DIR, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
     let mut cmd = Command::new(service_binary());
     cmd.args(args).stdin(Stdio::null());
     unsafe {
@@ -151,11 +137,7 @@ pub extern "C-unwind" fn biomedclip_inference_supervisor_main(_arg: pg_sys::Datu
             }
             Some((mut c, running_args, since)) => match c.try_wait() {
                 Ok(Some(status)) => {
-                    pgrx::log!(
-                        "biomedclip: the inference service (pid {}) {}; starting it again",
-                        c.id(),
-                        describe(status)
-                    );
+                    pgrx::log!("biomedclip: the inference service (pid {}) {}; starting it again", c.id(), describe(status));
                     // Dying again soon after a start backs off (up to 1 s); a long life resets it.
                     backoff = if since.elapsed() < Duration::from_secs(10) {
                         (backoff * 2).min(Duration::from_secs(1))
@@ -175,10 +157,7 @@ pub extern "C-unwind" fn biomedclip_inference_supervisor_main(_arg: pg_sys::Datu
                     child = Some((c, args, Instant::now()));
                 }
                 Err(e) => {
-                    pgrx::log!(
-                        "biomedclip: cannot start the inference service {}: {e}",
-                        service_binary().display()
-                    );
+                    pgrx::log!("biomedclip: cannot start the inference service {}: {e}", service_binary().display());
                     next_start = Instant::now() + Duration::from_secs(5);
                 }
             }

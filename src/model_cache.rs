@@ -17,8 +17,8 @@ use biomedclip_core::model::ModelError;
 use biomedclip_core::runtime::{self, EmbeddingBackend, Interrupt, LocalModel, Provider, RuntimeConfig};
 use biomedclip_core::service_protocol::model_error_code;
 use biomedclip_core::tokenize::TextError;
-use pgrx::prelude::*;
 use pgrx::pg_sys;
+use pgrx::prelude::*;
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -147,9 +147,8 @@ fn current_key() -> CacheKey {
 }
 
 fn ensure_ort() {
-    let lib = settings::path_setting(&settings::ORT_LIBRARY, "biomedclip.ort_library").unwrap_or_else(|| {
-        raise_model_error(ModelError::Runtime("biomedclip.ort_library is not set (path of libonnxruntime.so)".into()))
-    });
+    let lib = settings::path_setting(&settings::ORT_LIBRARY, "biomedclip.ort_library")
+        .unwrap_or_else(|| raise_model_error(ModelError::Runtime("biomedclip.ort_library is not set (path of libonnxruntime.so)".into())));
     runtime::init_ort(&PathBuf::from(lib)).unwrap_or_else(|e| raise_model_error(e));
 }
 
@@ -159,26 +158,12 @@ fn load(key: &CacheKey) -> Cached {
     }
     ensure_ort();
     register_exit_hook();
-    let cfg = RuntimeConfig {
-        intra_op_threads: key.threads,
-        provider: key.provider,
-        pinned_sha256: key.pinned_sha256.clone(),
-    };
+    let cfg = RuntimeConfig { intra_op_threads: key.threads, provider: key.provider, pinned_sha256: key.pinned_sha256.clone() };
     let interrupt = Interrupt::new(&pg_interrupt_pending);
-    let model = LocalModel::load_watched(&PathBuf::from(&key.dir), &cfg, &interrupt)
-        .unwrap_or_else(|e| raise_model_error(e));
+    let model = LocalModel::load_watched(&PathBuf::from(&key.dir), &cfg, &interrupt).unwrap_or_else(|e| raise_model_error(e));
     let loaded_at = crate::model_registry::now_utc();
-    crate::model_registry::record_load(
-        &model.verified.manifest,
-        &model.verified.manifest_bytes,
-        &model.verified.manifest_sha256,
-        &loaded_at,
-    );
-    Cached {
-        key: key.clone(),
-        model: Active::Local(model),
-        loaded_at: loaded_at.text,
-    }
+    crate::model_registry::record_load(&model.verified.manifest, &model.verified.manifest_bytes, &model.verified.manifest_sha256, &loaded_at);
+    Cached { key: key.clone(), model: Active::Local(model), loaded_at: loaded_at.text }
 }
 
 /// Connects to the inference service. A service that runs another directory than the server's
@@ -191,26 +176,14 @@ fn connect(key: &CacheKey) -> Cached {
         if client.description.model_dir == key.dir {
             if let Some(pin) = &key.pinned_sha256 {
                 if !pin.eq_ignore_ascii_case(&client.description.manifest_sha256) {
-                    raise_model_error(ModelError::NotPinned {
-                        pinned: pin.clone(),
-                        actual: client.description.manifest_sha256.clone(),
-                    });
+                    raise_model_error(ModelError::NotPinned { pinned: pin.clone(), actual: client.description.manifest_sha256.clone() });
                 }
             }
             let loaded_at = crate::model_registry::now_utc();
             let manifest_json = client.description.manifest_json.clone();
             let sha = client.description.manifest_sha256.clone();
-            crate::model_registry::record_load(
-                EmbeddingBackend::manifest(&client),
-                &manifest_json,
-                &sha,
-                &loaded_at,
-            );
-            return Cached {
-                key: key.clone(),
-                model: Active::Service(client),
-                loaded_at: client_loaded_at(&loaded_at),
-            };
+            crate::model_registry::record_load(EmbeddingBackend::manifest(&client), &manifest_json, &sha, &loaded_at);
+            return Cached { key: key.clone(), model: Active::Service(client), loaded_at: client_loaded_at(&loaded_at) };
         }
         if start.elapsed() > std::time::Duration::from_secs(15) {
             raise_model_error(ModelError::ServiceUnavailable {
@@ -260,9 +233,7 @@ const EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 pub fn with_model<T>(f: impl FnOnce(&mut dyn EmbeddingBackend) -> T) -> T {
     let key = current_key();
     CACHE.with(|cell| {
-        let stale = cell.borrow().as_ref().is_none_or(|c| {
-            c.key != key || matches!(&c.model, Active::Service(client) if !client.is_alive())
-        });
+        let stale = cell.borrow().as_ref().is_none_or(|c| c.key != key || matches!(&c.model, Active::Service(client) if !client.is_alive()));
         if stale {
             // Drop the old sessions before loading the new ones.
             *cell.borrow_mut() = None;
@@ -306,16 +277,11 @@ impl Drop for WaitEvent {
 /// Whether a query cancel, statement timeout or termination is pending. Polled by the watchdog
 /// thread: it only reads the flags that PostgreSQL's signal handlers set.
 fn pg_interrupt_pending() -> bool {
-    unsafe {
-        std::ptr::read_volatile(&raw const pg_sys::QueryCancelPending) != 0
-            || std::ptr::read_volatile(&raw const pg_sys::ProcDiePending) != 0
-    }
+    unsafe { std::ptr::read_volatile(&raw const pg_sys::QueryCancelPending) != 0 || std::ptr::read_volatile(&raw const pg_sys::ProcDiePending) != 0 }
 }
 
 /// Runs inference; an interrupted call becomes PostgreSQL's own cancel/timeout error.
-pub fn infer<T>(
-    f: impl FnOnce(&mut dyn EmbeddingBackend, &Interrupt) -> Result<T, ModelError>,
-) -> T {
+pub fn infer<T>(f: impl FnOnce(&mut dyn EmbeddingBackend, &Interrupt) -> Result<T, ModelError>) -> T {
     pgrx::check_for_interrupts!();
     let interrupt = Interrupt::new(&pg_interrupt_pending);
     // pg_stat_activity shows the session waiting on the model (wait_event_type 'Extension').

@@ -167,9 +167,7 @@ impl Encoder {
     fn finish(mut self) -> io::Result<Vec<u8>> {
         let len = self.0.len() - 4;
         if len > MAX_FRAME {
-            return Err(bad(format!(
-                "message of {len} bytes is over the {MAX_FRAME}-byte limit"
-            )));
+            return Err(bad(format!("message of {len} bytes is over the {MAX_FRAME}-byte limit")));
         }
         self.0[..4].copy_from_slice(&(len as u32).to_le_bytes());
         Ok(self.0)
@@ -183,10 +181,7 @@ struct Decoder<'a> {
 impl<'a> Decoder<'a> {
     fn take(&mut self, n: usize) -> io::Result<&'a [u8]> {
         if n > self.rest.len() {
-            return Err(bad(format!(
-                "message truncated: {n} bytes announced, {} left",
-                self.rest.len()
-            )));
+            return Err(bad(format!("message truncated: {n} bytes announced, {} left", self.rest.len())));
         }
         let (head, tail) = self.rest.split_at(n);
         self.rest = tail;
@@ -196,14 +191,10 @@ impl<'a> Decoder<'a> {
         Ok(self.take(1)?[0])
     }
     fn u32(&mut self) -> io::Result<u32> {
-        Ok(u32::from_le_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
     }
     fn u64(&mut self) -> io::Result<u64> {
-        Ok(u64::from_le_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
     }
     fn bytes(&mut self) -> io::Result<Vec<u8>> {
         let n = self.u32()? as usize;
@@ -214,20 +205,13 @@ impl<'a> Decoder<'a> {
     }
     fn error(&mut self) -> io::Result<ServiceError> {
         let kind = ErrorKind::from_u8(self.u8()?)?;
-        Ok(ServiceError {
-            kind,
-            code: self.u8()?,
-            message: self.str()?,
-        })
+        Ok(ServiceError { kind, code: self.u8()?, message: self.str()? })
     }
     fn end(&self) -> io::Result<()> {
         if self.rest.is_empty() {
             Ok(())
         } else {
-            Err(bad(format!(
-                "{} unexpected bytes after the message",
-                self.rest.len()
-            )))
+            Err(bad(format!("{} unexpected bytes after the message", self.rest.len())))
         }
     }
 }
@@ -250,13 +234,7 @@ impl Request {
                 e.u32(*version);
                 e
             }
-            Request::Images {
-                id,
-                model_sha256,
-                size,
-                count,
-                rgb,
-            } => {
+            Request::Images { id, model_sha256, size, count, rgb } => {
                 let mut e = Encoder::new(IMAGES);
                 e.u64(*id);
                 e.str(model_sha256);
@@ -265,11 +243,7 @@ impl Request {
                 e.bytes(rgb);
                 e
             }
-            Request::Texts {
-                id,
-                model_sha256,
-                sequences,
-            } => {
+            Request::Texts { id, model_sha256, sequences } => {
                 let mut e = Encoder::new(TEXTS);
                 e.u64(*id);
                 e.str(model_sha256);
@@ -301,47 +275,24 @@ impl Request {
                 let rgb = d.bytes()?;
                 let expected = (count as u64) * 3 * (size as u64) * (size as u64);
                 if rgb.len() as u64 != expected || count == 0 {
-                    return Err(bad(format!(
-                        "{count} images of {size}x{size} need {expected} bytes, got {}",
-                        rgb.len()
-                    )));
+                    return Err(bad(format!("{count} images of {size}x{size} need {expected} bytes, got {}", rgb.len())));
                 }
-                Request::Images {
-                    id,
-                    model_sha256,
-                    size,
-                    count,
-                    rgb,
-                }
+                Request::Images { id, model_sha256, size, count, rgb }
             }
             TEXTS => {
                 let (id, model_sha256) = (d.u64()?, d.str()?);
                 let n = d.u32()? as usize;
                 // Each sequence needs at least its 4-byte length: a count beyond that is a lie.
                 if n == 0 || n > d.rest.len() / 4 {
-                    return Err(bad(format!(
-                        "{n} sequences announced in {} bytes",
-                        d.rest.len()
-                    )));
+                    return Err(bad(format!("{n} sequences announced in {} bytes", d.rest.len())));
                 }
                 let mut sequences = Vec::with_capacity(n);
                 for _ in 0..n {
                     let len = d.u32()? as usize;
-                    let raw = d.take(
-                        len.checked_mul(4)
-                            .ok_or_else(|| bad("sequence length overflows"))?,
-                    )?;
-                    sequences.push(
-                        raw.chunks_exact(4)
-                            .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
-                            .collect(),
-                    );
+                    let raw = d.take(len.checked_mul(4).ok_or_else(|| bad("sequence length overflows"))?)?;
+                    sequences.push(raw.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes"))).collect());
                 }
-                Request::Texts {
-                    id,
-                    model_sha256,
-                    sequences,
-                }
+                Request::Texts { id, model_sha256, sequences }
             }
             CANCEL => Request::Cancel { id: d.u64()? },
             STATUS => Request::Status,
@@ -366,13 +317,7 @@ impl Response {
                         }
                         e.bytes(&m.manifest_json);
                         e.bytes(&m.tokenizer_json);
-                        for s in [
-                            &m.provider_in_use,
-                            &m.provider_fallback,
-                            &m.ort_library,
-                            &m.ort_library_sha256,
-                            &m.loaded_at,
-                        ] {
+                        for s in [&m.provider_in_use, &m.provider_fallback, &m.ort_library, &m.ort_library_sha256, &m.loaded_at] {
                             e.str(s);
                         }
                     }
@@ -383,12 +328,7 @@ impl Response {
                 }
                 e
             }
-            Response::Embeddings {
-                id,
-                model_sha256,
-                dim,
-                values,
-            } => {
+            Response::Embeddings { id, model_sha256, dim, values } => {
                 let mut e = Encoder::new(EMBEDDINGS);
                 e.u64(*id);
                 e.str(model_sha256);
@@ -438,28 +378,14 @@ impl Response {
             }
             EMBEDDINGS => {
                 let (id, model_sha256, dim, n) = (d.u64()?, d.str()?, d.u32()?, d.u32()? as usize);
-                let raw = d.take(
-                    n.checked_mul(4)
-                        .ok_or_else(|| bad("value count overflows"))?,
-                )?;
+                let raw = d.take(n.checked_mul(4).ok_or_else(|| bad("value count overflows"))?)?;
                 if dim == 0 || n % dim as usize != 0 {
                     return Err(bad(format!("{n} values are not rows of {dim}")));
                 }
-                let values = raw
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-                    .collect();
-                Response::Embeddings {
-                    id,
-                    model_sha256,
-                    dim,
-                    values,
-                }
+                let values = raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
+                Response::Embeddings { id, model_sha256, dim, values }
             }
-            FAILED => Response::Failed {
-                id: d.u64()?,
-                error: d.error()?,
-            },
+            FAILED => Response::Failed { id: d.u64()?, error: d.error()? },
             STATUS_REPLY => Response::Status { json: d.str()? },
             t => return Err(bad(format!("unknown response tag {t}"))),
         };
@@ -476,12 +402,7 @@ pub fn read_frame(r: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
     while got < 4 {
         match r.read(&mut len[got..]) {
             Ok(0) if got == 0 => return Ok(None),
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "connection closed inside a frame",
-                ))
-            }
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed inside a frame")),
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -489,9 +410,7 @@ pub fn read_frame(r: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
     }
     let len = u32::from_le_bytes(len) as usize;
     if len == 0 || len > MAX_FRAME {
-        return Err(bad(format!(
-            "frame of {len} bytes refused (limit {MAX_FRAME})"
-        )));
+        return Err(bad(format!("frame of {len} bytes refused (limit {MAX_FRAME})")));
     }
     let mut body = vec![0u8; len];
     r.read_exact(&mut body)?;

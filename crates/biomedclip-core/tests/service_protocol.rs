@@ -18,21 +18,9 @@ fn round_trip_response(r: Response) {
 
 #[test]
 fn every_message_round_trips() {
-    round_trip_request(Request::Hello {
-        version: PROTOCOL_VERSION,
-    });
-    round_trip_request(Request::Images {
-        id: 7,
-        model_sha256: "ab".repeat(32),
-        size: 2,
-        count: 2,
-        rgb: (0..24).collect(),
-    });
-    round_trip_request(Request::Texts {
-        id: u64::MAX,
-        model_sha256: "cd".into(),
-        sequences: vec![vec![2, 5, 3], vec![], vec![2, 3]],
-    });
+    round_trip_request(Request::Hello { version: PROTOCOL_VERSION });
+    round_trip_request(Request::Images { id: 7, model_sha256: "ab".repeat(32), size: 2, count: 2, rgb: (0..24).collect() });
+    round_trip_request(Request::Texts { id: u64::MAX, model_sha256: "cd".into(), sequences: vec![vec![2, 5, 3], vec![], vec![2, 3]] });
     round_trip_request(Request::Cancel { id: 3 });
     round_trip_request(Request::Status);
     let model = ModelDescription {
@@ -46,29 +34,12 @@ fn every_message_round_trips() {
         ort_library_sha256: "00".into(),
         loaded_at: "2026-12-01 00:00:00+00".into(),
     };
-    round_trip_response(Response::Welcome {
-        pid: 42,
-        model: Ok(model),
-    });
-    let err = ServiceError {
-        kind: ErrorKind::ModelLoad,
-        code: 4,
-        message: "sha256 of x does not match".into(),
-    };
-    round_trip_response(Response::Welcome {
-        pid: 42,
-        model: Err(err.clone()),
-    });
-    round_trip_response(Response::Embeddings {
-        id: 1,
-        model_sha256: "ab".into(),
-        dim: 2,
-        values: vec![0.5, -0.25, f32::MIN_POSITIVE, 1.0],
-    });
+    round_trip_response(Response::Welcome { pid: 42, model: Ok(model) });
+    let err = ServiceError { kind: ErrorKind::ModelLoad, code: 4, message: "sha256 of x does not match".into() };
+    round_trip_response(Response::Welcome { pid: 42, model: Err(err.clone()) });
+    round_trip_response(Response::Embeddings { id: 1, model_sha256: "ab".into(), dim: 2, values: vec![0.5, -0.25, f32::MIN_POSITIVE, 1.0] });
     round_trip_response(Response::Failed { id: 9, error: err });
-    round_trip_response(Response::Status {
-        json: "{\"queue\":0}".into(),
-    });
+    round_trip_response(Response::Status { json: "{\"queue\":0}".into() });
 }
 
 #[test]
@@ -93,10 +64,7 @@ fn counts_that_do_not_match_the_bytes_are_refused() {
     body.extend_from_slice(&0u32.to_le_bytes());
     body.extend_from_slice(&1_000_000u32.to_le_bytes());
     body.extend_from_slice(&[0; 8]);
-    assert!(Request::decode(&body)
-        .unwrap_err()
-        .to_string()
-        .contains("sequences announced"));
+    assert!(Request::decode(&body).unwrap_err().to_string().contains("sequences announced"));
     // A sequence longer than what follows.
     let mut body = vec![3u8];
     body.extend_from_slice(&1u64.to_le_bytes());
@@ -105,13 +73,7 @@ fn counts_that_do_not_match_the_bytes_are_refused() {
     body.extend_from_slice(&u32::MAX.to_le_bytes());
     assert!(Request::decode(&body).is_err());
     // Images whose byte count is not count × 3 × size².
-    let r = Request::Images {
-        id: 1,
-        model_sha256: String::new(),
-        size: 2,
-        count: 2,
-        rgb: vec![0; 24],
-    };
+    let r = Request::Images { id: 1, model_sha256: String::new(), size: 2, count: 2, rgb: vec![0; 24] };
     let mut frame = r.encode().unwrap();
     let last = frame.len() - 1;
     frame.truncate(last);
@@ -122,21 +84,8 @@ fn counts_that_do_not_match_the_bytes_are_refused() {
     // Trailing bytes, unknown tags, embeddings that are not whole rows.
     let mut body = Request::Cancel { id: 1 }.encode().unwrap()[4..].to_vec();
     body.push(0);
-    assert!(Request::decode(&body)
-        .unwrap_err()
-        .to_string()
-        .contains("unexpected bytes"));
+    assert!(Request::decode(&body).unwrap_err().to_string().contains("unexpected bytes"));
     assert!(Request::decode(&[99]).is_err());
-    let frame = Response::Embeddings {
-        id: 1,
-        model_sha256: String::new(),
-        dim: 3,
-        values: vec![1.0; 4],
-    }
-    .encode()
-    .unwrap();
-    assert!(Response::decode(&frame[4..])
-        .unwrap_err()
-        .to_string()
-        .contains("not rows"));
+    let frame = Response::Embeddings { id: 1, model_sha256: String::new(), dim: 3, values: vec![1.0; 4] }.encode().unwrap();
+    assert!(Response::decode(&frame[4..]).unwrap_err().to_string().contains("not rows"));
 }

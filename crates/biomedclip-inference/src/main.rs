@@ -40,22 +40,11 @@ struct Options {
 }
 
 fn parse_args() -> Result<Options, String> {
-    let mut o = Options {
-        model_dir: None,
-        ort_library: None,
-        threads: 1,
-        provider: Provider::Cpu,
-        pin: None,
-        max_images: 32,
-        max_tokens: 8192,
-    };
+    let mut o = Options { model_dir: None, ort_library: None, threads: 1, provider: Provider::Cpu, pin: None, max_images: 32, max_tokens: 8192 };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let number = |v: &str| {
-            v.parse::<usize>()
-                .map_err(|_| format!("{flag}: not a number: {v}"))
-        };
+        let number = |v: &str| v.parse::<usize>().map_err(|_| format!("{flag}: not a number: {v}"));
         match flag.as_str() {
             "--model-dir" => o.model_dir = (!value.is_empty()).then(|| PathBuf::from(value)),
             "--ort-library" => o.ort_library = (!value.is_empty()).then(|| PathBuf::from(value)),
@@ -78,10 +67,7 @@ fn parse_args() -> Result<Options, String> {
 }
 
 fn now_utc() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let (days, rem) = ((secs / 86400) as i64, secs % 86400);
     let z = days + 719_468;
@@ -93,29 +79,16 @@ fn now_utc() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}+00",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}+00", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 fn load(o: &Options) -> Result<(LocalModel, ModelDescription), ModelError> {
     let dir = o.model_dir.clone().ok_or(ModelError::NoModelDir)?;
-    let library = o.ort_library.clone().ok_or_else(|| {
-        ModelError::Runtime("biomedclip.ort_library is not set (path of libonnxruntime.so)".into())
-    })?;
+    let library = o.ort_library.clone().ok_or_else(|| ModelError::Runtime("biomedclip.ort_library is not set (path of libonnxruntime.so)".into()))?;
     runtime::init_ort(&library)?;
-    let cfg = RuntimeConfig {
-        intra_op_threads: o.threads,
-        provider: o.provider,
-        pinned_sha256: o.pin.clone(),
-    };
+    let cfg = RuntimeConfig { intra_op_threads: o.threads, provider: o.provider, pinned_sha256: o.pin.clone() };
     let model = LocalModel::load(&dir, &cfg)?;
-    let (ort_library, ort_library_sha256) = runtime::loaded_ort_library()
-        .map(|(p, s)| (p.display().to_string(), s))
-        .unwrap_or_default();
+    let (ort_library, ort_library_sha256) = runtime::loaded_ort_library().map(|(p, s)| (p.display().to_string(), s)).unwrap_or_default();
     let description = ModelDescription {
         model_dir: dir.display().to_string(),
         manifest_sha256: model.verified.manifest_sha256.clone(),
@@ -132,21 +105,9 @@ fn load(o: &Options) -> Result<(LocalModel, ModelDescription), ModelError> {
 
 /// The uid of the process at the other end of `stream`.
 fn peer_uid(stream: &UnixStream) -> Option<u32> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
+    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    let rc = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&raw mut cred).cast(),
-            &mut len,
-        )
-    };
+    let rc = unsafe { libc::getsockopt(stream.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PEERCRED, (&raw mut cred).cast(), &mut len) };
     (rc == 0).then_some(cred.uid)
 }
 
@@ -194,22 +155,11 @@ fn main() {
             // Stay up and tell every backend why (the SQLSTATE backend mode would give), rather
             // than crash-looping; the supervisor restarts this process when the settings change.
             eprintln!("biomedclip-inference: cannot load the model: {e}");
-            (
-                None,
-                Err(ServiceError {
-                    kind: ErrorKind::ModelLoad,
-                    code: proto::model_error_code(&e),
-                    message: e.to_string(),
-                }),
-            )
+            (None, Err(ServiceError { kind: ErrorKind::ModelLoad, code: proto::model_error_code(&e), message: e.to_string() }))
         }
     };
     let shared = Arc::new(Shared {
-        scheduler: Mutex::new(Scheduler::new(
-            options.max_images,
-            options.max_tokens,
-            64 * options.max_images.max(1),
-        )),
+        scheduler: Mutex::new(Scheduler::new(options.max_images, options.max_tokens, 64 * options.max_images.max(1))),
         work: Condvar::new(),
         writers: Mutex::new(HashMap::new()),
         abandon_running: AtomicBool::new(false),
@@ -220,20 +170,13 @@ fn main() {
     let listener = match listen(Path::new(proto::SOCKET_DIR)) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!(
-                "biomedclip-inference: cannot listen on {}/{}: {e}",
-                proto::SOCKET_DIR,
-                proto::SOCKET_NAME
-            );
+            eprintln!("biomedclip-inference: cannot listen on {}/{}: {e}", proto::SOCKET_DIR, proto::SOCKET_NAME);
             std::process::exit(1);
         }
     };
     if let Some(model) = model {
         let shared = Arc::clone(&shared);
-        std::thread::Builder::new()
-            .name("batch-runner".into())
-            .spawn(move || service::run_batches(shared, model))
-            .expect("the runner thread starts");
+        std::thread::Builder::new().name("batch-runner".into()).spawn(move || service::run_batches(shared, model)).expect("the runner thread starts");
     }
     let me = unsafe { libc::getuid() };
     let mut next_conn = 0u64;

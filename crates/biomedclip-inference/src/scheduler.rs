@@ -79,13 +79,7 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub fn new(max_images: usize, max_tokens: usize, max_queued: usize) -> Self {
-        Scheduler {
-            queue: VecDeque::new(),
-            running: Vec::new(),
-            max_images: max_images.max(1),
-            max_tokens: max_tokens.max(1),
-            max_queued,
-        }
+        Scheduler { queue: VecDeque::new(), running: Vec::new(), max_images: max_images.max(1), max_tokens: max_tokens.max(1), max_queued }
     }
 
     pub fn queued_items(&self) -> usize {
@@ -97,11 +91,7 @@ impl Scheduler {
     }
 
     fn has_request(&self, conn: u64) -> bool {
-        self.queue.iter().any(|j| j.conn == conn)
-            || self
-                .running
-                .iter()
-                .any(|&(c, _, cancelled)| c == conn && !cancelled)
+        self.queue.iter().any(|j| j.conn == conn) || self.running.iter().any(|&(c, _, cancelled)| c == conn && !cancelled)
     }
 
     pub fn submit(&mut self, job: Job) -> Result<(), Refusal> {
@@ -120,16 +110,10 @@ impl Scheduler {
             self.queue.remove(pos);
             return Cancelled::Dequeued;
         }
-        match self
-            .running
-            .iter_mut()
-            .find(|(c, i, _)| *c == conn && *i == id)
-        {
+        match self.running.iter_mut().find(|(c, i, _)| *c == conn && *i == id) {
             Some(entry) => {
                 entry.2 = true;
-                Cancelled::Running {
-                    batch_all_cancelled: self.running.iter().all(|r| r.2),
-                }
+                Cancelled::Running { batch_all_cancelled: self.running.iter().all(|r| r.2) }
             }
             None => Cancelled::Unknown,
         }
@@ -149,9 +133,7 @@ impl Scheduler {
 
     /// Whether the request is in the running batch and was cancelled meanwhile.
     pub fn was_cancelled(&self, conn: u64, id: u64) -> bool {
-        self.running
-            .iter()
-            .any(|&(c, i, cancelled)| c == conn && i == id && cancelled)
+        self.running.iter().any(|&(c, i, cancelled)| c == conn && i == id && cancelled)
     }
 
     /// Takes the next batch off the queue (None when empty) and marks it running.
@@ -166,11 +148,7 @@ impl Scheduler {
                 i += 1;
                 continue;
             }
-            let fits = if images {
-                items + p.items() <= self.max_images
-            } else {
-                (items + p.items()) * longest.max(p.longest()) <= self.max_tokens
-            };
+            let fits = if images { items + p.items() <= self.max_images } else { (items + p.items()) * longest.max(p.longest()) <= self.max_tokens };
             if !batch.is_empty() && !fits {
                 // Arrival order is kept: nothing younger jumps over a request that did not fit.
                 break;
@@ -194,24 +172,11 @@ mod tests {
     use super::*;
 
     fn img(conn: u64, count: usize) -> Job {
-        Job {
-            conn,
-            id: conn * 100,
-            payload: Payload::Images {
-                count,
-                rgb: vec![0; count * 3],
-            },
-        }
+        Job { conn, id: conn * 100, payload: Payload::Images { count, rgb: vec![0; count * 3] } }
     }
 
     fn txt(conn: u64, lens: &[usize]) -> Job {
-        Job {
-            conn,
-            id: conn * 100,
-            payload: Payload::Texts {
-                sequences: lens.iter().map(|&n| vec![1; n]).collect(),
-            },
-        }
+        Job { conn, id: conn * 100, payload: Payload::Texts { sequences: lens.iter().map(|&n| vec![1; n]).collect() } }
     }
 
     fn conns(batch: &[Job]) -> Vec<u64> {
@@ -283,19 +248,11 @@ mod tests {
         assert_eq!(s.queued_requests(), 2);
         let batch = s.next_batch().unwrap();
         assert_eq!(conns(&batch), vec![1, 2]);
-        assert_eq!(
-            s.cancel(1, 100),
-            Cancelled::Running {
-                batch_all_cancelled: false
-            }
-        );
+        assert_eq!(s.cancel(1, 100), Cancelled::Running { batch_all_cancelled: false });
         assert!(s.was_cancelled(1, 100) && !s.was_cancelled(2, 200));
         // The cancelled connection may send its next request at once.
         s.submit(img(1, 1)).unwrap();
-        assert!(
-            s.drop_connection(2),
-            "both requests of the running batch are now cancelled"
-        );
+        assert!(s.drop_connection(2), "both requests of the running batch are now cancelled");
         assert_eq!(s.cancel(9, 900), Cancelled::Unknown);
         s.finish_batch();
         assert_eq!(conns(&s.next_batch().unwrap()), vec![1]);

@@ -10,9 +10,7 @@ use crate::scheduler::{Cancelled, Job, Payload, Refusal, Scheduler};
 use biomedclip_core::batching;
 use biomedclip_core::model::ModelError;
 use biomedclip_core::runtime::{EmbeddingBackend, Interrupt, LocalModel};
-use biomedclip_core::service_protocol::{
-    self as proto, ErrorKind, ModelDescription, Request, Response, ServiceError,
-};
+use biomedclip_core::service_protocol::{self as proto, ErrorKind, ModelDescription, Request, Response, ServiceError};
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -53,14 +51,7 @@ fn send(writer: &Arc<Mutex<UnixStream>>, response: &Response) {
 }
 
 fn failed(id: u64, kind: ErrorKind, message: impl Into<String>) -> Response {
-    Response::Failed {
-        id,
-        error: ServiceError {
-            kind,
-            code: 0,
-            message: message.into(),
-        },
-    }
+    Response::Failed { id, error: ServiceError { kind, code: 0, message: message.into() } }
 }
 
 fn status_json(shared: &Shared) -> String {
@@ -92,11 +83,7 @@ pub fn serve_connection(shared: Arc<Shared>, conn: u64, stream: UnixStream) {
         return;
     };
     let writer = Arc::new(Mutex::new(write_half));
-    shared
-        .writers
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(conn, Arc::clone(&writer));
+    shared.writers.lock().unwrap_or_else(|p| p.into_inner()).insert(conn, Arc::clone(&writer));
     shared.counters.connections.fetch_add(1, Ordering::Relaxed);
     let mut reader = stream;
     let mut greeted = false;
@@ -117,32 +104,14 @@ pub fn serve_connection(shared: Arc<Shared>, conn: u64, stream: UnixStream) {
                 if version != proto::PROTOCOL_VERSION {
                     send(
                         &writer,
-                        &failed(
-                            0,
-                            ErrorKind::Protocol,
-                            format!(
-                                "protocol version {version}, the service speaks {}",
-                                proto::PROTOCOL_VERSION
-                            ),
-                        ),
+                        &failed(0, ErrorKind::Protocol, format!("protocol version {version}, the service speaks {}", proto::PROTOCOL_VERSION)),
                     );
                     break;
                 }
                 greeted = true;
-                send(
-                    &writer,
-                    &Response::Welcome {
-                        pid: std::process::id(),
-                        model: shared.model.clone(),
-                    },
-                );
+                send(&writer, &Response::Welcome { pid: std::process::id(), model: shared.model.clone() });
             }
-            Request::Status => send(
-                &writer,
-                &Response::Status {
-                    json: status_json(&shared),
-                },
-            ),
+            Request::Status => send(&writer, &Response::Status { json: status_json(&shared) }),
             Request::Cancel { id } => {
                 let mut s = shared.scheduler.lock().unwrap_or_else(|p| p.into_inner());
                 match s.cancel(conn, id) {
@@ -151,9 +120,7 @@ pub fn serve_connection(shared: Arc<Shared>, conn: u64, stream: UnixStream) {
                         drop(s);
                         send(&writer, &failed(id, ErrorKind::Cancelled, "cancelled"));
                     }
-                    Cancelled::Running {
-                        batch_all_cancelled,
-                    } => {
+                    Cancelled::Running { batch_all_cancelled } => {
                         shared.counters.cancelled.fetch_add(1, Ordering::Relaxed);
                         if batch_all_cancelled {
                             shared.abandon_running.store(true, Ordering::SeqCst);
@@ -162,43 +129,12 @@ pub fn serve_connection(shared: Arc<Shared>, conn: u64, stream: UnixStream) {
                     Cancelled::Unknown => {}
                 }
             }
-            Request::Images {
-                id,
-                model_sha256,
-                size,
-                count,
-                rgb,
-            } => {
-                let payload = Payload::Images {
-                    count: count as usize,
-                    rgb,
-                };
-                submit(
-                    &shared,
-                    &writer,
-                    greeted,
-                    conn,
-                    id,
-                    &model_sha256,
-                    payload,
-                    Some(size as usize),
-                );
+            Request::Images { id, model_sha256, size, count, rgb } => {
+                let payload = Payload::Images { count: count as usize, rgb };
+                submit(&shared, &writer, greeted, conn, id, &model_sha256, payload, Some(size as usize));
             }
-            Request::Texts {
-                id,
-                model_sha256,
-                sequences,
-            } => {
-                submit(
-                    &shared,
-                    &writer,
-                    greeted,
-                    conn,
-                    id,
-                    &model_sha256,
-                    Payload::Texts { sequences },
-                    None,
-                );
+            Request::Texts { id, model_sha256, sequences } => {
+                submit(&shared, &writer, greeted, conn, id, &model_sha256, Payload::Texts { sequences }, None);
             }
         }
     }
@@ -208,69 +144,30 @@ pub fn serve_connection(shared: Arc<Shared>, conn: u64, stream: UnixStream) {
         shared.abandon_running.store(true, Ordering::SeqCst);
     }
     drop(s);
-    shared
-        .writers
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&conn);
+    shared.writers.lock().unwrap_or_else(|p| p.into_inner()).remove(&conn);
 }
 
 #[allow(clippy::too_many_arguments)]
-fn submit(
-    shared: &Shared,
-    writer: &Arc<Mutex<UnixStream>>,
-    greeted: bool,
-    conn: u64,
-    id: u64,
-    sha: &str,
-    payload: Payload,
-    size: Option<usize>,
-) {
+fn submit(shared: &Shared, writer: &Arc<Mutex<UnixStream>>, greeted: bool, conn: u64, id: u64, sha: &str, payload: Payload, size: Option<usize>) {
     let model = match &shared.model {
         Ok(m) => m,
-        Err(e) => {
-            return send(
-                writer,
-                &Response::Failed {
-                    id,
-                    error: e.clone(),
-                },
-            )
-        }
+        Err(e) => return send(writer, &Response::Failed { id, error: e.clone() }),
     };
     if !greeted {
-        return send(
-            writer,
-            &failed(id, ErrorKind::Protocol, "a request before Hello"),
-        );
+        return send(writer, &failed(id, ErrorKind::Protocol, "a request before Hello"));
     }
     if sha != model.manifest_sha256 {
         return send(
             writer,
-            &failed(
-                id,
-                ErrorKind::ModelChanged,
-                format!(
-                    "the service runs model {}, the request was made for {sha}",
-                    model.manifest_sha256
-                ),
-            ),
+            &failed(id, ErrorKind::ModelChanged, format!("the service runs model {}, the request was made for {sha}", model.manifest_sha256)),
         );
     }
-    let manifest: biomedclip_core::model::Manifest =
-        match serde_json::from_slice(&model.manifest_json) {
-            Ok(m) => m,
-            Err(e) => return send(writer, &failed(id, ErrorKind::Runtime, e.to_string())),
-        };
+    let manifest: biomedclip_core::model::Manifest = match serde_json::from_slice(&model.manifest_json) {
+        Ok(m) => m,
+        Err(e) => return send(writer, &failed(id, ErrorKind::Runtime, e.to_string())),
+    };
     if size.is_some_and(|s| s != manifest.image.size) {
-        return send(
-            writer,
-            &failed(
-                id,
-                ErrorKind::Protocol,
-                format!("images must be {0}x{0}", manifest.image.size),
-            ),
-        );
+        return send(writer, &failed(id, ErrorKind::Protocol, format!("images must be {0}x{0}", manifest.image.size)));
     }
     shared.counters.requests.fetch_add(1, Ordering::Relaxed);
     let mut s = shared.scheduler.lock().unwrap_or_else(|p| p.into_inner());
@@ -278,25 +175,11 @@ fn submit(
         Ok(()) => shared.work.notify_one(),
         Err(Refusal::Full) => {
             drop(s);
-            send(
-                writer,
-                &failed(
-                    id,
-                    ErrorKind::Busy,
-                    "the inference service's queue is full; try again",
-                ),
-            );
+            send(writer, &failed(id, ErrorKind::Busy, "the inference service's queue is full; try again"));
         }
         Err(Refusal::SecondRequest) => {
             drop(s);
-            send(
-                writer,
-                &failed(
-                    id,
-                    ErrorKind::Protocol,
-                    "a second request while one is in the service",
-                ),
-            );
+            send(writer, &failed(id, ErrorKind::Protocol, "a second request while one is in the service"));
         }
     }
 }
@@ -307,21 +190,12 @@ fn runtime_error(e: &ModelError) -> ServiceError {
         ModelError::Interrupted => ErrorKind::Cancelled,
         _ => ErrorKind::Runtime,
     };
-    ServiceError {
-        kind,
-        code: proto::model_error_code(e),
-        message: e.to_string(),
-    }
+    ServiceError { kind, code: proto::model_error_code(e), message: e.to_string() }
 }
 
 /// Runs `batch` (all images or all texts); texts are sorted by length and cut by the token
 /// budget, so that short texts are not padded to a long one.
-fn run_batch(
-    model: &mut LocalModel,
-    batch: &[Job],
-    max_tokens: usize,
-    interrupt: &Interrupt,
-) -> Result<Vec<Vec<f32>>, ModelError> {
+fn run_batch(model: &mut LocalModel, batch: &[Job], max_tokens: usize, interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError> {
     match &batch[0].payload {
         Payload::Images { .. } => {
             let count: usize = batch.iter().map(|j| j.payload.items()).sum();
@@ -346,15 +220,8 @@ fn run_batch(
             let lens: Vec<usize> = order.iter().map(|&i| sequences[i].len()).collect();
             let mut rows = vec![Vec::new(); sequences.len()];
             for range in batching::token_batches(&lens, usize::MAX, max_tokens) {
-                let part: Vec<Vec<u32>> = order[range.clone()]
-                    .iter()
-                    .map(|&i| sequences[i].clone())
-                    .collect();
-                for (k, row) in model
-                    .embed_token_ids(&part, interrupt)?
-                    .into_iter()
-                    .enumerate()
-                {
+                let part: Vec<Vec<u32>> = order[range.clone()].iter().map(|&i| sequences[i].clone()).collect();
+                for (k, row) in model.embed_token_ids(&part, interrupt)?.into_iter().enumerate() {
                     rows[order[range.start + k]] = row;
                 }
             }
@@ -387,10 +254,7 @@ pub fn run_batches(shared: Arc<Shared>, mut model: LocalModel) {
             batch.iter().map(|j| w.get(&j.conn).cloned()).collect()
         };
         let mut s = shared.scheduler.lock().unwrap_or_else(|p| p.into_inner());
-        let cancelled: Vec<bool> = batch
-            .iter()
-            .map(|j| s.was_cancelled(j.conn, j.id))
-            .collect();
+        let cancelled: Vec<bool> = batch.iter().map(|j| s.was_cancelled(j.conn, j.id)).collect();
         s.finish_batch();
         drop(s);
         match result {
@@ -399,51 +263,27 @@ pub fn run_batches(shared: Arc<Shared>, mut model: LocalModel) {
                 for ((job, writer), cancelled) in batch.iter().zip(&writers).zip(cancelled) {
                     let n = job.payload.items();
                     let values: Vec<f32> = rows.by_ref().take(n).flatten().collect();
-                    let counter = if matches!(job.payload, Payload::Images { .. }) {
-                        &shared.counters.images
-                    } else {
-                        &shared.counters.texts
-                    };
+                    let counter = if matches!(job.payload, Payload::Images { .. }) { &shared.counters.images } else { &shared.counters.texts };
                     counter.fetch_add(n as u64, Ordering::Relaxed);
                     let Some(writer) = writer else { continue };
                     if cancelled {
                         send(writer, &failed(job.id, ErrorKind::Cancelled, "cancelled"));
                     } else {
-                        send(
-                            writer,
-                            &Response::Embeddings {
-                                id: job.id,
-                                model_sha256: sha.clone(),
-                                dim,
-                                values,
-                            },
-                        );
+                        send(writer, &Response::Embeddings { id: job.id, model_sha256: sha.clone(), dim, values });
                     }
                 }
             }
             Err(e) => {
                 if matches!(e, ModelError::Interrupted) {
-                    shared
-                        .counters
-                        .terminated_batches
-                        .fetch_add(1, Ordering::Relaxed);
+                    shared.counters.terminated_batches.fetch_add(1, Ordering::Relaxed);
                 } else {
                     shared.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    eprintln!(
-                        "biomedclip-inference: a batch of {} request(s) failed: {e}",
-                        batch.len()
-                    );
+                    eprintln!("biomedclip-inference: a batch of {} request(s) failed: {e}", batch.len());
                 }
                 let error = runtime_error(&e);
                 for (job, writer) in batch.iter().zip(&writers) {
                     if let Some(writer) = writer {
-                        send(
-                            writer,
-                            &Response::Failed {
-                                id: job.id,
-                                error: error.clone(),
-                            },
-                        );
+                        send(writer, &Response::Failed { id: job.id, error: error.clone() });
                     }
                 }
             }
