@@ -149,7 +149,8 @@ fn current_key() -> CacheKey {
 fn ensure_ort() {
     let lib = settings::path_setting(&settings::ORT_LIBRARY, "biomedclip.ort_library")
         .unwrap_or_else(|| raise_model_error(ModelError::Runtime("biomedclip.ort_library is not set (path of libonnxruntime.so)".into())));
-    runtime::init_ort(&PathBuf::from(lib)).unwrap_or_else(|e| raise_model_error(e));
+    let interrupt = Interrupt::new(&pg_interrupt_pending);
+    runtime::init_ort_watched(&PathBuf::from(lib), &interrupt).unwrap_or_else(|e| raise_model_error(e));
 }
 
 fn load(key: &CacheKey) -> Cached {

@@ -73,6 +73,9 @@ def worker_threads_block_signals():
     import psycopg
 
     with psycopg.connect(host="127.0.0.1", port=PORT, user="postgres", dbname="biomedclip_regress", autocommit=True) as c:
+        # The threads of a backend's own model (with the inference service on, this session
+        # asks for backend mode: the service's threads are not in a postmaster child).
+        c.execute("SET biomedclip.inference = backend")
         c.execute("SET biomedclip.intra_op_threads = 3")
         c.execute("SELECT biomedclip_load_model()")
         c.execute("SELECT embedding_dims(biomedclip_embed_text('x'))")

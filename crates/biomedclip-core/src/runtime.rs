@@ -87,7 +87,10 @@ pub fn init_ort(library: &Path) -> Result<&'static Path, ModelError> {
         .map(|b| crate::model::sha256_hex(&b))
         .map_err(|e| ModelError::Io { path: library.to_path_buf(), detail: e.to_string() })?;
     // Must be set before the library is loaded: it stops ONNX Runtime's telemetry thread.
-    unsafe { std::env::set_var("ORT_DISABLE_TELEMETRY", "1") };
+    // (Already set by `init_ort_watched` on the calling thread, before its helper thread runs.)
+    if std::env::var_os("ORT_DISABLE_TELEMETRY").as_deref() != Some(std::ffi::OsStr::new("1")) {
+        unsafe { std::env::set_var("ORT_DISABLE_TELEMETRY", "1") };
+    }
     let environment = with_signals_blocked(|| {
         let builder = ort::init_from(library).map_err(|e| ModelError::Runtime(format!("{}: {e}", library.display())))?;
         builder
@@ -99,6 +102,22 @@ pub fn init_ort(library: &Path) -> Result<&'static Path, ModelError> {
     let state: &'static OrtState = Box::leak(Box::new(OrtState { library: library.to_path_buf(), library_sha256, environment }));
     *guard = Some(state);
     Ok(&state.library)
+}
+
+/// [`init_ort`] on a helper thread, polling `interrupt`: hashing and loading the 20 MB library
+/// takes tens of milliseconds, and a cancel or statement timeout must not wait for it. An
+/// interrupted caller returns at once; the thread finishes the load (joined at exit).
+pub fn init_ort_watched(library: &Path, interrupt: &Interrupt) -> Result<&'static Path, ModelError> {
+    if let Some(state) = *ORT.lock().unwrap_or_else(|p| p.into_inner()) {
+        return Ok(&state.library);
+    }
+    if interrupt.is_pending() {
+        return Err(ModelError::Interrupted);
+    }
+    // Set here, before any thread exists, so that the helper never writes the environment.
+    unsafe { std::env::set_var("ORT_DISABLE_TELEMETRY", "1") };
+    let library = library.to_path_buf();
+    watched("runtime-loading", move || init_ort(&library), None, interrupt)
 }
 
 /// The library loaded in this process, if any, with the SHA-256 of its file.
