@@ -90,8 +90,7 @@ impl ServiceClient {
         let mut stream = loop {
             match UnixStream::connect(&path) {
                 Ok(s) => break s,
-                Err(e) if start.elapsed() < CONNECT_WAIT => {
-                    let _ = e;
+                Err(_) if start.elapsed() < CONNECT_WAIT => {
                     if interrupt.is_pending() {
                         return Err(ModelError::Interrupted);
                     }

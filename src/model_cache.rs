@@ -184,7 +184,7 @@ fn connect(key: &CacheKey) -> Cached {
             let manifest_json = client.description.manifest_json.clone();
             let sha = client.description.manifest_sha256.clone();
             crate::model_registry::record_load(EmbeddingBackend::manifest(&client), &manifest_json, &sha, &loaded_at);
-            return Cached { key: key.clone(), model: Active::Service(client), loaded_at: client_loaded_at(&loaded_at) };
+            return Cached { key: key.clone(), model: Active::Service(client), loaded_at: loaded_at.text };
         }
         if start.elapsed() > std::time::Duration::from_secs(15) {
             raise_model_error(ModelError::ServiceUnavailable {
@@ -199,10 +199,6 @@ fn connect(key: &CacheKey) -> Cached {
         std::thread::sleep(std::time::Duration::from_millis(50));
         pgrx::check_for_interrupts!();
     }
-}
-
-fn client_loaded_at(at: &crate::model_registry::LoadTime) -> String {
-    at.text.clone()
 }
 
 /// Registers (once per process) the exit callback that stops in-flight runs before exit.

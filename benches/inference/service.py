@@ -62,32 +62,30 @@ def service_ready():
         c.execute("SELECT biomedclip_embed_text('warm up')")
 
 
-def memory(n_service=16, n_backend=4):
+def pss_added(n, **kw):
+    """Total PSS of the idle server, and what each of `n` connections adds once it has embedded
+    an image and a text."""
     time.sleep(1)
     idle = pss_mib()
-    conns = [connect() for _ in range(n_service)]
+    conns = [connect(**kw) for _ in range(n)]
     for i, c in enumerate(conns):
         c.execute("SELECT biomedclip_embed_image(%s), biomedclip_embed_text(%s)", (IMAGES[i % len(IMAGES)], f"caption {i}"))
     time.sleep(1)
-    service = pss_mib()
+    loaded = pss_mib()
     for c in conns:
         c.close()
-    time.sleep(1)
-    idle_b = pss_mib()
-    conns = [connect(**BACKEND) for _ in range(n_backend)]
-    for i, c in enumerate(conns):
-        c.execute("SELECT biomedclip_embed_image(%s), biomedclip_embed_text(%s)", (IMAGES[i % len(IMAGES)], f"caption {i}"))
-    time.sleep(1)
-    backend = pss_mib()
-    for c in conns:
-        c.close()
-    return idle, (service - idle) / n_service, idle_b, (backend - idle_b) / n_backend, n_service, n_backend
+    return idle, (loaded - idle) / n
+
+
+def memory(n_service=16, n_backend=4):
+    idle, service = pss_added(n_service)
+    idle_b, backend = pss_added(n_backend, **BACKEND)
+    return idle, service, idle_b, backend, n_service, n_backend
 
 
 def throughput(kind, mode, clients=8, seconds=20.0):
     done = [0] * clients
     errors = []
-    stop = time.monotonic() + seconds
     ready = threading.Barrier(clients + 1)
 
     def client(k):
@@ -115,7 +113,6 @@ def throughput(kind, mode, clients=8, seconds=20.0):
     stop_at[0] = t0 + seconds
     for t in threads:
         t.join()
-    del stop
     return sum(done) / (time.monotonic() - t0), errors
 
 

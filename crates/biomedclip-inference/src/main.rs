@@ -158,6 +158,7 @@ fn main() {
             (None, Err(ServiceError { kind: ErrorKind::ModelLoad, code: proto::model_error_code(&e), message: e.to_string() }))
         }
     };
+    let image_size = model.as_ref().map_or(0, |m| m.verified.manifest.image.size);
     let shared = Arc::new(Shared {
         scheduler: Mutex::new(Scheduler::new(options.max_images, options.max_tokens, 64 * options.max_images.max(1))),
         work: Condvar::new(),
@@ -166,6 +167,7 @@ fn main() {
         counters: Counters::default(),
         model: description,
         started,
+        image_size,
     });
     let listener = match listen(Path::new(proto::SOCKET_DIR)) {
         Ok(l) => l,

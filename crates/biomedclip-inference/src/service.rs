@@ -40,6 +40,8 @@ pub struct Shared {
     /// The model, or why it could not be loaded (every connection is told).
     pub model: Result<ModelDescription, ServiceError>,
     pub started: std::time::Instant,
+    /// The side of the image views the model takes (from its manifest, read once at load).
+    pub image_size: usize,
 }
 
 fn send(writer: &Arc<Mutex<UnixStream>>, response: &Response) {
@@ -162,12 +164,8 @@ fn submit(shared: &Shared, writer: &Arc<Mutex<UnixStream>>, greeted: bool, conn:
             &failed(id, ErrorKind::ModelChanged, format!("the service runs model {}, the request was made for {sha}", model.manifest_sha256)),
         );
     }
-    let manifest: biomedclip_core::model::Manifest = match serde_json::from_slice(&model.manifest_json) {
-        Ok(m) => m,
-        Err(e) => return send(writer, &failed(id, ErrorKind::Runtime, e.to_string())),
-    };
-    if size.is_some_and(|s| s != manifest.image.size) {
-        return send(writer, &failed(id, ErrorKind::Protocol, format!("images must be {0}x{0}", manifest.image.size)));
+    if size.is_some_and(|s| s != shared.image_size) {
+        return send(writer, &failed(id, ErrorKind::Protocol, format!("images must be {0}x{0}", shared.image_size)));
     }
     shared.counters.requests.fetch_add(1, Ordering::Relaxed);
     let mut s = shared.scheduler.lock().unwrap_or_else(|p| p.into_inner());
