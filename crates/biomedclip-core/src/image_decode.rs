@@ -112,7 +112,7 @@ pub fn sniff(data: &[u8]) -> Option<Format> {
     }
 }
 
-fn check_pixels(width: u64, height: u64, limit: u64) -> Result<(), ImageError> {
+pub(crate) fn check_pixels(width: u64, height: u64, limit: u64) -> Result<(), ImageError> {
     if width == 0 || height == 0 {
         return Err(ImageError::Unsupported(format!("zero-sized image ({width}x{height})")));
     }
@@ -122,22 +122,16 @@ fn check_pixels(width: u64, height: u64, limit: u64) -> Result<(), ImageError> {
     Ok(())
 }
 
-/// Decodes `data`, refusing images with more than `max_pixels` pixels before allocating them.
+/// Decodes raster image bytes (PNG, JPEG, TIFF, BMP, WebP), refusing images with more than
+/// `max_pixels` pixels before allocating them. This layer knows no medical formats: DICOM and
+/// JPEG-tiled slide TIFFs are routed by [`crate::input_format::decode`], which sits above this
+/// module, `dicom` and `slide`.
 pub fn decode(data: &[u8], max_pixels: u64) -> Result<Decoded, ImageError> {
     if data.is_empty() {
         return Err(ImageError::Empty);
     }
-    // DICOM first: a DICOM preamble may itself be a TIFF header (dual-personality files).
-    if crate::dicom::is_dicom(data) {
-        let auto = crate::dicom::WindowSpec::Auto;
-        return crate::dicom::render(data, &auto, 0, max_pixels);
-    }
     match sniff(data).ok_or(ImageError::NotAnImage)? {
         Format::Png => decode_png(data, max_pixels),
-        Format::Tiff => match decode_jpeg_tiff(data, max_pixels) {
-            Some(result) => result,
-            None => decode_with_image_crate(data, Format::Tiff, max_pixels),
-        },
         Format::Jpeg => decode_jpeg(data, max_pixels),
         fmt => decode_with_image_crate(data, fmt, max_pixels),
     }
@@ -295,21 +289,6 @@ fn decode_jpeg_inner(data: &[u8], max_pixels: u64) -> Result<Decoded, ImageError
     }
     started.finish().map_err(|e| corrupt("JPEG", e))?;
     Ok(Decoded { mode, pixels: Pixels::U8(Raster8 { width, height, bands, data }), palette: Vec::new() })
-}
-
-/// JPEG-compressed RGB TIFF (whole-slide files among them): the first image, decoded tile by tile
-/// with libjpeg-turbo as libtiff does for Pillow. `None` when the file is not of that kind.
-fn decode_jpeg_tiff(data: &[u8], max_pixels: u64) -> Option<Result<Decoded, ImageError>> {
-    use crate::slide::directory::{read_directories, Compression};
-    let dirs = read_directories(data).ok()?;
-    let first = dirs.into_iter().next()?;
-    if first.compression != Compression::Jpeg || first.samples != 3 {
-        return None;
-    }
-    Some(check_pixels(first.width as u64, first.height as u64, max_pixels).and_then(|()| {
-        let raster = crate::slide::LevelReader::new(data, &first).read_region(0, 0, first.width, first.height)?;
-        Ok(Decoded { mode: Mode::Rgb, pixels: Pixels::U8(raster), palette: Vec::new() })
-    }))
 }
 
 fn decode_with_image_crate(data: &[u8], fmt: Format, max_pixels: u64) -> Result<Decoded, ImageError> {

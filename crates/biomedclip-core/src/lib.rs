@@ -9,6 +9,7 @@ pub mod dicom;
 pub mod distance;
 pub mod image_decode;
 pub mod inflight;
+pub mod input_format;
 pub mod kmeans;
 pub mod model;
 pub mod onnx_check;

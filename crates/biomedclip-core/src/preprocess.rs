@@ -6,7 +6,8 @@
 //! `int(size * long / short)`; the crop offset is `int(round((H - size) / 2))` with Python's
 //! round-half-to-even.
 
-use crate::image_decode::{self, Decoded, ImageError, Mode, Pixels};
+use crate::image_decode::{Decoded, ImageError, Mode, Pixels};
+use crate::input_format;
 use crate::resample::{self, Raster16, Raster8};
 
 /// Parameters of the transform (from the model manifest).
@@ -141,7 +142,7 @@ pub fn normalize_chw(rgb: &[u8], size: usize, cfg: &PreprocessConfig, out: &mut 
 
 /// Decodes and preprocesses one image, appending its 3×size×size tensor to `out`.
 pub fn preprocess_into(data: &[u8], cfg: &PreprocessConfig, max_pixels: u64, out: &mut Vec<f32>) -> Result<(), ImageError> {
-    let img = image_decode::decode(data, max_pixels)?;
+    let img = input_format::decode(data, max_pixels)?;
     preprocess_decoded(img, cfg, out);
     Ok(())
 }
@@ -154,7 +155,7 @@ pub fn preprocess_decoded(img: Decoded, cfg: &PreprocessConfig, out: &mut Vec<f3
 
 /// Decodes one image and appends the model's 8-bit RGB view of it (size×size×3) to `out`.
 pub fn model_view_into(data: &[u8], size: usize, max_pixels: u64, out: &mut Vec<u8>) -> Result<(), ImageError> {
-    let img = image_decode::decode(data, max_pixels)?;
+    let img = input_format::decode(data, max_pixels)?;
     out.extend_from_slice(&model_view_rgb(img, size).1);
     Ok(())
 }

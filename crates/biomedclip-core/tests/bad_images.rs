@@ -2,7 +2,8 @@
 //! on mutations of the real shared images. A property-based fuzzer (proptest) drives random
 //! truncations and bit flips; any panic fails the test.
 mod common;
-use biomedclip_core::image_decode::{decode, ImageError};
+use biomedclip_core::image_decode::ImageError;
+use biomedclip_core::input_format::decode;
 use biomedclip_core::preprocess::{preprocess, PreprocessConfig};
 use proptest::prelude::*;
 
