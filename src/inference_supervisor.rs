@@ -10,8 +10,8 @@
 //! get an ERROR from their broken connection.
 //!
 //! The service is (re)started with the server-level settings: biomedclip.model_dir,
-//! ort_library, execution_provider, service_threads, model_sha256, max_batch_images and
-//! max_batch_tokens. After a configuration reload that changes any of them, the old service is
+//! ort_library, execution_provider, service_threads, service_lanes, model_sha256,
+//! max_batch_images and max_batch_tokens. After a configuration reload that changes any of them, the old service is
 //! stopped and a new one started: a backend can never get a result of the old model for a
 //! request made for the new one (each answer names its model's manifest SHA-256).
 
@@ -65,6 +65,8 @@ fn service_args() -> Vec<String> {
         text(settings::path_setting(&settings::ORT_LIBRARY, "biomedclip.ort_library")),
         "--threads".into(),
         service_threads().to_string(),
+        "--lanes".into(),
+        settings::SERVICE_LANES.get().to_string(),
         "--provider".into(),
         provider.into(),
         "--pin".into(),

@@ -48,15 +48,26 @@ pub static MODEL_SHA256: GucSetting<Option<CString>> = GucSetting::<Option<CStri
 pub static MAX_BATCH_IMAGES: GucSetting<i32> = GucSetting::<i32>::new(32);
 pub static MAX_BATCH_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(8192);
 pub static SERVICE_THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static SERVICE_LANES: GucSetting<i32> = GucSetting::<i32>::new(1);
 
 pub fn register() {
     GucRegistry::define_int_guc(
         c"biomedclip.service_threads",
         c"ONNX Runtime threads of the inference service; 0 (default) means one per CPU core.",
-        c"The service runs one batch at a time with all of them; biomedclip.intra_op_threads is for backend mode. Set in postgresql.conf; a change restarts the service.",
+        c"They are shared among the service's lanes (biomedclip.service_lanes); biomedclip.intra_op_threads is for backend mode. Set in postgresql.conf; a change restarts the service.",
         &SERVICE_THREADS,
         0,
         1024,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"biomedclip.service_lanes",
+        c"Batches the inference service runs at the same time, each on its own copy of the model (default 1; at most service_threads).",
+        c"Each lane gets service_threads / service_lanes threads and holds one more copy of the weights in the service (about 770 MiB for the fp32 model). Set in postgresql.conf; a change restarts the service.",
+        &SERVICE_LANES,
+        1,
+        64,
         GucContext::Sighup,
         GucFlags::default(),
     );

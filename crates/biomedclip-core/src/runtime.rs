@@ -19,7 +19,7 @@ use crate::model::{ModelError, VerifiedModel};
 use crate::preprocess::PreprocessConfig;
 use crate::tokenize::TextTokenizer;
 use ort::environment::Environment;
-use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::{GraphOptimizationLevel, PrepackedWeights};
 use ort::session::{RunOptions, Session};
 use ort::value::Tensor;
 use std::path::{Path, PathBuf};
@@ -173,7 +173,7 @@ pub struct LocalModel {
     text: Arc<Mutex<Session>>,
 }
 
-fn session_for(bytes: &[u8], cfg: &RuntimeConfig, cuda: bool) -> Result<Session, ModelError> {
+fn session_for(bytes: &[u8], cfg: &RuntimeConfig, cuda: bool, prepacked: Option<&PrepackedWeights>) -> Result<Session, ModelError> {
     let env = ORT
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -189,6 +189,9 @@ fn session_for(bytes: &[u8], cfg: &RuntimeConfig, cuda: bool) -> Result<Session,
             .map_err(|e| err(e.into()))?
             .with_inter_threads(1)
             .map_err(|e| err(e.into()))?;
+        if let Some(prepacked) = prepacked {
+            builder = builder.with_prepacked_weights(prepacked).map_err(|e| err(e.into()))?;
+        }
         if cuda {
             builder = builder
                 .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
@@ -221,6 +224,25 @@ fn release_free_memory() {
     }
 }
 
+/// A model's two sessions, before they are joined with the verified manifest.
+struct Sessions {
+    image: Session,
+    text: Session,
+    provider_in_use: String,
+    provider_fallback: Option<String>,
+}
+
+impl Sessions {
+    fn with(self, verified: VerifiedModel) -> Result<LocalModel, ModelError> {
+        let m = &verified.manifest;
+        let tokenizer = TextTokenizer::from_bytes(&verified.tokenizer_json, m.text.context_length)
+            .map_err(|e| ModelError::BadManifest(format!("tokenizer.json: {e}")))?;
+        let preprocess = PreprocessConfig { image_size: m.image.size, mean: m.image.mean, std: m.image.std };
+        let (image, text) = (Arc::new(Mutex::new(self.image)), Arc::new(Mutex::new(self.text)));
+        Ok(LocalModel { verified, tokenizer, preprocess, provider_in_use: self.provider_in_use, provider_fallback: self.provider_fallback, image, text })
+    }
+}
+
 impl LocalModel {
     /// Verifies the directory and creates both sessions. ONNX Runtime must be initialised.
     pub fn load(dir: &Path, cfg: &RuntimeConfig) -> Result<LocalModel, ModelError> {
@@ -240,35 +262,50 @@ impl LocalModel {
         watched("model-loading", move || LocalModel::load(&dir, &cfg), None, interrupt)
     }
 
-    fn load_keeping_bytes(dir: &Path, cfg: &RuntimeConfig) -> Result<LocalModel, ModelError> {
+    /// `lanes` copies of the model that can run at the same time (the inference service runs one
+    /// batch per lane), from one verification of the directory. The copies share ONNX Runtime's
+    /// prepacked-weights container, but each session keeps its own initializers: measured, every
+    /// lane adds about the model's size to the process.
+    pub fn load_lanes(dir: &Path, cfg: &RuntimeConfig, lanes: usize) -> Result<Vec<LocalModel>, ModelError> {
         let mut verified = VerifiedModel::load(dir, cfg.pinned_sha256.as_deref())?;
-        let m = &verified.manifest;
-        let tokenizer = TextTokenizer::from_bytes(&verified.tokenizer_json, m.text.context_length)
-            .map_err(|e| ModelError::BadManifest(format!("tokenizer.json: {e}")))?;
-        let (image, text, provider_in_use, provider_fallback) = match cfg.provider {
-            Provider::Cpu => (session_for(&verified.image_encoder, cfg, false)?, session_for(&verified.text_encoder, cfg, false)?, "cpu", None),
-            Provider::Cuda => (session_for(&verified.image_encoder, cfg, true)?, session_for(&verified.text_encoder, cfg, true)?, "cuda", None),
-            Provider::Auto => match session_for(&verified.image_encoder, cfg, true) {
-                Ok(image) => (image, session_for(&verified.text_encoder, cfg, true)?, "cuda", None),
-                Err(e) => (
-                    session_for(&verified.image_encoder, cfg, false)?,
-                    session_for(&verified.text_encoder, cfg, false)?,
-                    "cpu",
-                    Some(format!("cuda unavailable: {e}")),
-                ),
-            },
-        };
-        let provider_in_use = provider_in_use.to_string();
-        check_names("image_encoder.onnx", &image, &[&m.image.input], &m.image.output)?;
-        check_names("text_encoder.onnx", &text, &[&m.text.input_ids, &m.text.attention_mask], &m.text.output)?;
-        let preprocess = PreprocessConfig { image_size: m.image.size, mean: m.image.mean, std: m.image.std };
-        // The sessions hold their own copy of the weights: keep the hashes, drop the bytes (the
-        // tokenizer's are kept: the inference service sends them to backends).
+        let prepacked = PrepackedWeights::new();
+        let models = (0..lanes.max(1)).map(|_| Self::sessions(&verified, cfg, Some(&prepacked))).collect::<Result<Vec<_>, _>>();
+        // The sessions hold the weights: keep the hashes, drop the bytes (the tokenizer's are
+        // kept: the inference service sends them to backends).
         for bytes in [&mut verified.image_encoder, &mut verified.text_encoder] {
             *bytes = Vec::new();
         }
-        let (image, text) = (Arc::new(Mutex::new(image)), Arc::new(Mutex::new(text)));
-        Ok(LocalModel { verified, tokenizer, preprocess, provider_in_use, provider_fallback, image, text })
+        drop(prepacked);
+        let models = models?.into_iter().map(|parts| parts.with(verified.clone())).collect::<Result<Vec<_>, _>>();
+        release_free_memory();
+        models
+    }
+
+    fn load_keeping_bytes(dir: &Path, cfg: &RuntimeConfig) -> Result<LocalModel, ModelError> {
+        let mut verified = VerifiedModel::load(dir, cfg.pinned_sha256.as_deref())?;
+        let parts = Self::sessions(&verified, cfg, None)?;
+        for bytes in [&mut verified.image_encoder, &mut verified.text_encoder] {
+            *bytes = Vec::new();
+        }
+        parts.with(verified)
+    }
+
+    fn sessions(verified: &VerifiedModel, cfg: &RuntimeConfig, prepacked: Option<&PrepackedWeights>) -> Result<Sessions, ModelError> {
+        let m = &verified.manifest;
+        let for_cuda = |cuda| -> Result<(Session, Session), ModelError> {
+            Ok((session_for(&verified.image_encoder, cfg, cuda, prepacked)?, session_for(&verified.text_encoder, cfg, cuda, prepacked)?))
+        };
+        let ((image, text), provider_in_use, provider_fallback) = match cfg.provider {
+            Provider::Cpu => (for_cuda(false)?, "cpu", None),
+            Provider::Cuda => (for_cuda(true)?, "cuda", None),
+            Provider::Auto => match for_cuda(true) {
+                Ok(pair) => (pair, "cuda", None),
+                Err(e) => (for_cuda(false)?, "cpu", Some(format!("cuda unavailable: {e}"))),
+            },
+        };
+        check_names("image_encoder.onnx", &image, &[&m.image.input], &m.image.output)?;
+        check_names("text_encoder.onnx", &text, &[&m.text.input_ids, &m.text.attention_mask], &m.text.output)?;
+        Ok(Sessions { image, text, provider_in_use: provider_in_use.to_string(), provider_fallback })
     }
 
     fn embed_dim(&self) -> usize {

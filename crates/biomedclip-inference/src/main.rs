@@ -10,8 +10,15 @@
 //! directory is 0700, and a peer whose uid is not this process's is refused. No other socket is
 //! ever opened.
 //!
-//! Usage: biomedclip-inference --model-dir DIR --ort-library FILE [--threads N]
+//! Usage: biomedclip-inference --model-dir DIR --ort-library FILE [--threads N] [--lanes N]
 //!        [--provider cpu|cuda|auto] [--pin SHA256] [--max-batch-images N] [--max-batch-tokens N]
+//!
+//! Lanes: batches run on `lanes` copies of the sessions at the same time (default 1), each with
+//! threads / lanes ONNX Runtime threads; each lane holds its own copy of the weights (ONNX
+//! Runtime shares the prepacked-weights container, but keeps each session's initializers). On 2
+//! cores two single-threaded lanes measured the same images/s and texts/s as one lane of two
+//! threads (benches/inference/service_results.md); lanes are for machines with many cores,
+//! where one thread pool over all of them is inefficient at small batches.
 
 mod scheduler;
 mod service;
@@ -33,6 +40,7 @@ struct Options {
     model_dir: Option<PathBuf>,
     ort_library: Option<PathBuf>,
     threads: usize,
+    lanes: usize,
     provider: Provider,
     pin: Option<String>,
     max_images: usize,
@@ -40,7 +48,7 @@ struct Options {
 }
 
 fn parse_args() -> Result<Options, String> {
-    let mut o = Options { model_dir: None, ort_library: None, threads: 1, provider: Provider::Cpu, pin: None, max_images: 32, max_tokens: 8192 };
+    let mut o = Options { model_dir: None, ort_library: None, threads: 1, lanes: 1, provider: Provider::Cpu, pin: None, max_images: 32, max_tokens: 8192 };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -49,6 +57,7 @@ fn parse_args() -> Result<Options, String> {
             "--model-dir" => o.model_dir = (!value.is_empty()).then(|| PathBuf::from(value)),
             "--ort-library" => o.ort_library = (!value.is_empty()).then(|| PathBuf::from(value)),
             "--threads" => o.threads = number(&value)?.max(1),
+            "--lanes" => o.lanes = number(&value)?.max(1),
             "--provider" => {
                 o.provider = match value.as_str() {
                     "cpu" => Provider::Cpu,
@@ -82,12 +91,22 @@ fn now_utc() -> String {
     format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}+00", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-fn load(o: &Options) -> Result<(LocalModel, ModelDescription), ModelError> {
+impl Options {
+    /// (lanes, threads per lane): never more lanes than threads.
+    fn lanes(&self) -> (usize, usize) {
+        let lanes = self.lanes.clamp(1, self.threads);
+        (lanes, (self.threads / lanes).max(1))
+    }
+}
+
+fn load(o: &Options) -> Result<(Vec<LocalModel>, ModelDescription), ModelError> {
     let dir = o.model_dir.clone().ok_or(ModelError::NoModelDir)?;
     let library = o.ort_library.clone().ok_or_else(|| ModelError::Runtime("biomedclip.ort_library is not set (path of libonnxruntime.so)".into()))?;
     runtime::init_ort(&library)?;
-    let cfg = RuntimeConfig { intra_op_threads: o.threads, provider: o.provider, pinned_sha256: o.pin.clone() };
-    let model = LocalModel::load(&dir, &cfg)?;
+    let (lanes, threads) = o.lanes();
+    let cfg = RuntimeConfig { intra_op_threads: threads, provider: o.provider, pinned_sha256: o.pin.clone() };
+    let models = LocalModel::load_lanes(&dir, &cfg, lanes)?;
+    let model = &models[0];
     let (ort_library, ort_library_sha256) = runtime::loaded_ort_library().map(|(p, s)| (p.display().to_string(), s)).unwrap_or_default();
     let description = ModelDescription {
         model_dir: dir.display().to_string(),
@@ -100,7 +119,7 @@ fn load(o: &Options) -> Result<(LocalModel, ModelDescription), ModelError> {
         ort_library_sha256,
         loaded_at: now_utc(),
     };
-    Ok((model, description))
+    Ok((models, description))
 }
 
 /// The uid of the process at the other end of `stream`.
@@ -140,30 +159,33 @@ fn main() {
         }
     };
     let started = std::time::Instant::now();
-    let (model, description) = match load(&options) {
+    let (models, description) = match load(&options) {
         Ok((m, d)) => {
             eprintln!(
-                "biomedclip-inference: pid {} serving model manifest sha256 {} on {} ({:.0} ms to load)",
+                "biomedclip-inference: pid {} serving model manifest sha256 {} on {} in {} lane(s) of {} thread(s) ({:.0} ms to load)",
                 std::process::id(),
                 d.manifest_sha256,
                 d.provider_in_use,
+                m.len(),
+                options.lanes().1,
                 started.elapsed().as_secs_f64() * 1e3
             );
-            (Some(m), Ok(d))
+            (m, Ok(d))
         }
         Err(e) => {
             // Stay up and tell every backend why (the SQLSTATE backend mode would give), rather
             // than crash-looping; the supervisor restarts this process when the settings change.
             eprintln!("biomedclip-inference: cannot load the model: {e}");
-            (None, Err(ServiceError { kind: ErrorKind::ModelLoad, code: proto::model_error_code(&e), message: e.to_string() }))
+            (Vec::new(), Err(ServiceError { kind: ErrorKind::ModelLoad, code: proto::model_error_code(&e), message: e.to_string() }))
         }
     };
-    let image_size = model.as_ref().map_or(0, |m| m.verified.manifest.image.size);
+    let image_size = models.first().map_or(0, |m| m.verified.manifest.image.size);
+    let lanes = models.len().max(1);
     let shared = Arc::new(Shared {
-        scheduler: Mutex::new(Scheduler::new(options.max_images, options.max_tokens, 64 * options.max_images.max(1))),
+        scheduler: Mutex::new(Scheduler::new(lanes, options.max_images, options.max_tokens, 64 * options.max_images.max(1))),
         work: Condvar::new(),
         writers: Mutex::new(HashMap::new()),
-        abandon_running: AtomicBool::new(false),
+        abandon: (0..lanes).map(|_| AtomicBool::new(false)).collect(),
         counters: Counters::default(),
         model: description,
         started,
@@ -176,9 +198,12 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Some(model) = model {
+    for (lane, model) in models.into_iter().enumerate() {
         let shared = Arc::clone(&shared);
-        std::thread::Builder::new().name("batch-runner".into()).spawn(move || service::run_batches(shared, model)).expect("the runner thread starts");
+        std::thread::Builder::new()
+            .name(format!("lane-{lane}"))
+            .spawn(move || service::run_batches(shared, lane, model))
+            .expect("the runner thread starts");
     }
     let me = unsafe { libc::getuid() };
     let mut next_conn = 0u64;

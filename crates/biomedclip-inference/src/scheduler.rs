@@ -6,7 +6,8 @@
 //! (images or texts) and gathers, in arrival order, the queued requests of that kind that fit
 //! its budget: at most `max_images` images, or texts whose padded size (count × longest) stays
 //! within `max_tokens`. The first request always runs, even when it alone exceeds the budget
-//! (the backend already cut it to its own limits). While a batch runs, the next accumulates.
+//! (the backend already cut it to its own limits). Batches run on `lanes` (the service's model
+//! copies that run at the same time); while every lane is busy, the next batch accumulates.
 
 use std::collections::VecDeque;
 
@@ -61,25 +62,36 @@ pub enum Refusal {
 pub enum Cancelled {
     /// It was still queued and is gone.
     Dequeued,
-    /// It is in the running batch; `batch_all_cancelled`: every request in that batch is now
-    /// cancelled, so the run may be terminated.
-    Running { batch_all_cancelled: bool },
+    /// It is in the batch running on `lane`; `batch_all_cancelled`: every request in that batch
+    /// is now cancelled, so the run may be terminated.
+    Running { lane: usize, batch_all_cancelled: bool },
     /// Not here (already answered).
     Unknown,
 }
 
 pub struct Scheduler {
     queue: VecDeque<Job>,
-    /// (conn, id, cancelled) of the requests in the running batch.
-    running: Vec<(u64, u64, bool)>,
+    /// Per lane, (conn, id, cancelled) of the requests in the batch it runs.
+    running: Vec<Vec<(u64, u64, bool)>>,
     pub max_images: usize,
     pub max_tokens: usize,
     pub max_queued: usize,
 }
 
 impl Scheduler {
-    pub fn new(max_images: usize, max_tokens: usize, max_queued: usize) -> Self {
-        Scheduler { queue: VecDeque::new(), running: Vec::new(), max_images: max_images.max(1), max_tokens: max_tokens.max(1), max_queued }
+    pub fn new(lanes: usize, max_images: usize, max_tokens: usize, max_queued: usize) -> Self {
+        Scheduler {
+            queue: VecDeque::new(),
+            running: vec![Vec::new(); lanes.max(1)],
+            max_images: max_images.max(1),
+            max_tokens: max_tokens.max(1),
+            max_queued,
+        }
+    }
+
+    /// Requests in the batches running now.
+    pub fn running_requests(&self) -> usize {
+        self.running.iter().map(Vec::len).sum()
     }
 
     pub fn queued_items(&self) -> usize {
@@ -91,7 +103,7 @@ impl Scheduler {
     }
 
     fn has_request(&self, conn: u64) -> bool {
-        self.queue.iter().any(|j| j.conn == conn) || self.running.iter().any(|&(c, _, cancelled)| c == conn && !cancelled)
+        self.queue.iter().any(|j| j.conn == conn) || self.running.iter().flatten().any(|&(c, _, cancelled)| c == conn && !cancelled)
     }
 
     pub fn submit(&mut self, job: Job) -> Result<(), Refusal> {
@@ -110,34 +122,42 @@ impl Scheduler {
             self.queue.remove(pos);
             return Cancelled::Dequeued;
         }
-        match self.running.iter_mut().find(|(c, i, _)| *c == conn && *i == id) {
-            Some(entry) => {
+        for (lane, batch) in self.running.iter_mut().enumerate() {
+            if let Some(entry) = batch.iter_mut().find(|(c, i, _)| *c == conn && *i == id) {
                 entry.2 = true;
-                Cancelled::Running { batch_all_cancelled: self.running.iter().all(|r| r.2) }
+                return Cancelled::Running { lane, batch_all_cancelled: batch.iter().all(|r| r.2) };
             }
-            None => Cancelled::Unknown,
         }
+        Cancelled::Unknown
     }
 
     /// A connection went away: its queued requests are dropped and a running one cancelled.
-    /// Returns whether the running batch is now wholly cancelled.
-    pub fn drop_connection(&mut self, conn: u64) -> bool {
+    /// Returns the lanes whose running batch is now wholly cancelled.
+    pub fn drop_connection(&mut self, conn: u64) -> Vec<usize> {
         self.queue.retain(|j| j.conn != conn);
-        let mut touched = false;
-        for entry in self.running.iter_mut().filter(|r| r.0 == conn) {
-            entry.2 = true;
-            touched = true;
+        let mut abandoned = Vec::new();
+        for (lane, batch) in self.running.iter_mut().enumerate() {
+            let mut touched = false;
+            for entry in batch.iter_mut().filter(|r| r.0 == conn) {
+                entry.2 = true;
+                touched = true;
+            }
+            if touched && batch.iter().all(|r| r.2) {
+                abandoned.push(lane);
+            }
         }
-        touched && self.running.iter().all(|r| r.2)
+        abandoned
     }
 
-    /// Whether the request is in the running batch and was cancelled meanwhile.
-    pub fn was_cancelled(&self, conn: u64, id: u64) -> bool {
-        self.running.iter().any(|&(c, i, cancelled)| c == conn && i == id && cancelled)
+    /// Whether the request is in the batch running on `lane` and was cancelled meanwhile.
+    pub fn was_cancelled(&self, lane: usize, conn: u64, id: u64) -> bool {
+        self.running[lane].iter().any(|&(c, i, cancelled)| c == conn && i == id && cancelled)
     }
 
-    /// Takes the next batch off the queue (None when empty) and marks it running.
-    pub fn next_batch(&mut self) -> Option<Vec<Job>> {
+    /// Takes the next batch off the queue for `lane`, which must be idle (None when the queue is
+    /// empty), and marks it running there.
+    pub fn next_batch(&mut self, lane: usize) -> Option<Vec<Job>> {
+        debug_assert!(self.running[lane].is_empty(), "lane {lane} is still running a batch");
         let images = self.queue.front()?.payload.is_images();
         let mut batch: Vec<Job> = Vec::new();
         let (mut items, mut longest) = (0usize, 0usize);
@@ -157,13 +177,13 @@ impl Scheduler {
             longest = longest.max(p.longest());
             batch.push(self.queue.remove(i).expect("index checked"));
         }
-        self.running = batch.iter().map(|j| (j.conn, j.id, false)).collect();
+        self.running[lane] = batch.iter().map(|j| (j.conn, j.id, false)).collect();
         Some(batch)
     }
 
-    /// The running batch is done (answered or abandoned).
-    pub fn finish_batch(&mut self) {
-        self.running.clear();
+    /// The batch running on `lane` is done (answered or abandoned).
+    pub fn finish_batch(&mut self, lane: usize) {
+        self.running[lane].clear();
     }
 }
 
@@ -185,87 +205,110 @@ mod tests {
 
     #[test]
     fn images_from_many_sessions_share_a_batch_up_to_the_cap() {
-        let mut s = Scheduler::new(4, 100, 1000);
+        let mut s = Scheduler::new(1, 4, 100, 1000);
         for c in 1..=6 {
             s.submit(img(c, 1)).unwrap();
         }
-        assert_eq!(conns(&s.next_batch().unwrap()), vec![1, 2, 3, 4]);
-        s.finish_batch();
-        assert_eq!(conns(&s.next_batch().unwrap()), vec![5, 6]);
-        s.finish_batch();
-        assert!(s.next_batch().is_none());
+        assert_eq!(conns(&s.next_batch(0).unwrap()), vec![1, 2, 3, 4]);
+        s.finish_batch(0);
+        assert_eq!(conns(&s.next_batch(0).unwrap()), vec![5, 6]);
+        s.finish_batch(0);
+        assert!(s.next_batch(0).is_none());
     }
 
     #[test]
     fn an_oversized_request_runs_alone_and_order_is_kept() {
-        let mut s = Scheduler::new(4, 100, 1000);
+        let mut s = Scheduler::new(1, 4, 100, 1000);
         s.submit(img(1, 9)).unwrap();
         s.submit(img(2, 1)).unwrap();
-        assert_eq!(conns(&s.next_batch().unwrap()), vec![1]);
-        s.finish_batch();
+        assert_eq!(conns(&s.next_batch(0).unwrap()), vec![1]);
+        s.finish_batch(0);
         s.submit(img(3, 3)).unwrap();
         s.submit(img(4, 1)).unwrap();
         s.submit(img(5, 1)).unwrap();
         // 2 (1 image) + 3 (3 images) fill the cap of 4; 4 and 5 wait their turn.
-        assert_eq!(conns(&s.next_batch().unwrap()), vec![2, 3]);
+        assert_eq!(conns(&s.next_batch(0).unwrap()), vec![2, 3]);
     }
 
     #[test]
     fn texts_are_capped_by_padded_tokens_and_kinds_do_not_mix() {
-        let mut s = Scheduler::new(32, 40, 1000);
+        let mut s = Scheduler::new(1, 32, 40, 1000);
         s.submit(txt(1, &[10, 3])).unwrap();
         s.submit(img(2, 1)).unwrap();
         s.submit(txt(3, &[5])).unwrap();
         s.submit(txt(4, &[20])).unwrap();
         // 3 texts × longest 10 = 30 fit; adding a 20-token text would pad 4 × 20 = 80.
-        assert_eq!(conns(&s.next_batch().unwrap()), vec![1, 3]);
-        s.finish_batch();
-        assert_eq!(conns(&s.next_batch().unwrap()), vec![2]);
-        s.finish_batch();
-        assert_eq!(conns(&s.next_batch().unwrap()), vec![4]);
+        assert_eq!(conns(&s.next_batch(0).unwrap()), vec![1, 3]);
+        s.finish_batch(0);
+        assert_eq!(conns(&s.next_batch(0).unwrap()), vec![2]);
+        s.finish_batch(0);
+        assert_eq!(conns(&s.next_batch(0).unwrap()), vec![4]);
     }
 
     #[test]
     fn one_request_per_connection_and_a_bounded_queue() {
-        let mut s = Scheduler::new(4, 100, 3);
+        let mut s = Scheduler::new(1, 4, 100, 3);
         s.submit(img(1, 2)).unwrap();
         assert_eq!(s.submit(img(1, 1)), Err(Refusal::SecondRequest));
         s.submit(img(2, 1)).unwrap();
         assert_eq!(s.submit(img(3, 1)), Err(Refusal::Full));
         assert_eq!(s.queued_items(), 3);
         // While its request runs, a connection still may not send another.
-        s.next_batch().unwrap();
+        s.next_batch(0).unwrap();
         assert_eq!(s.submit(img(1, 1)), Err(Refusal::SecondRequest));
     }
 
     #[test]
     fn cancelling_drops_queued_work_and_terminates_only_wholly_cancelled_batches() {
-        let mut s = Scheduler::new(2, 100, 100);
+        let mut s = Scheduler::new(1, 2, 100, 100);
         for c in 1..=3 {
             s.submit(img(c, 1)).unwrap();
         }
         assert_eq!(s.cancel(3, 300), Cancelled::Dequeued);
         assert_eq!(s.queued_requests(), 2);
-        let batch = s.next_batch().unwrap();
+        let batch = s.next_batch(0).unwrap();
         assert_eq!(conns(&batch), vec![1, 2]);
-        assert_eq!(s.cancel(1, 100), Cancelled::Running { batch_all_cancelled: false });
-        assert!(s.was_cancelled(1, 100) && !s.was_cancelled(2, 200));
+        assert_eq!(s.cancel(1, 100), Cancelled::Running { lane: 0, batch_all_cancelled: false });
+        assert!(s.was_cancelled(0, 1, 100) && !s.was_cancelled(0, 2, 200));
         // The cancelled connection may send its next request at once.
         s.submit(img(1, 1)).unwrap();
-        assert!(s.drop_connection(2), "both requests of the running batch are now cancelled");
+        assert_eq!(s.drop_connection(2), vec![0], "both requests of the running batch are now cancelled");
         assert_eq!(s.cancel(9, 900), Cancelled::Unknown);
-        s.finish_batch();
-        assert_eq!(conns(&s.next_batch().unwrap()), vec![1]);
+        s.finish_batch(0);
+        assert_eq!(conns(&s.next_batch(0).unwrap()), vec![1]);
     }
 
     #[test]
     fn a_dying_connection_leaves_nothing_queued() {
-        let mut s = Scheduler::new(2, 100, 100);
+        let mut s = Scheduler::new(1, 2, 100, 100);
         s.submit(img(1, 1)).unwrap();
         s.submit(txt(2, &[3])).unwrap();
-        assert!(!s.drop_connection(1));
-        assert!(!s.drop_connection(2));
+        assert!(s.drop_connection(1).is_empty());
+        assert!(s.drop_connection(2).is_empty());
         assert_eq!(s.queued_requests(), 0);
-        assert!(s.next_batch().is_none());
+        assert!(s.next_batch(0).is_none());
+    }
+
+    #[test]
+    fn lanes_run_batches_side_by_side_and_cancel_only_their_own() {
+        let mut s = Scheduler::new(2, 2, 100, 100);
+        for c in 1..=5 {
+            s.submit(img(c, 1)).unwrap();
+        }
+        assert_eq!(conns(&s.next_batch(0).unwrap()), vec![1, 2]);
+        assert_eq!(conns(&s.next_batch(1).unwrap()), vec![3, 4]);
+        assert_eq!(s.running_requests(), 4);
+        // Cancelling one request of lane 1's batch says which lane; the other request keeps it going.
+        assert_eq!(s.cancel(3, 300), Cancelled::Running { lane: 1, batch_all_cancelled: false });
+        assert!(s.was_cancelled(1, 3, 300) && !s.was_cancelled(0, 3, 300));
+        // A connection that goes away abandons only the lane it wholly owned.
+        assert_eq!(s.drop_connection(4), vec![1]);
+        assert!(!s.was_cancelled(0, 1, 100));
+        s.finish_batch(1);
+        // Lane 1 is free again and takes the next request while lane 0 still runs.
+        assert_eq!(conns(&s.next_batch(1).unwrap()), vec![5]);
+        assert_eq!(s.submit(img(1, 1)), Err(Refusal::SecondRequest), "1 is still running on lane 0");
+        s.finish_batch(0);
+        s.submit(img(1, 1)).unwrap();
     }
 }

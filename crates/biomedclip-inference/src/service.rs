@@ -1,10 +1,10 @@
 //! Connections and the batch runner.
 //!
 //! One thread per connection reads its requests (a backend sends one at a time) and hands them
-//! to the [`Scheduler`]; one runner thread takes batches off it, runs the model, and writes each
-//! backend its rows. A backend's `Cancel`, or its connection closing, drops its queued work; a
-//! running batch is terminated (through ONNX Runtime's terminate flag) only when every request
-//! in it has been cancelled.
+//! to the [`Scheduler`]; one runner thread per lane (a copy of the model's sessions) takes
+//! batches off it, runs them, and writes each backend its rows. A backend's `Cancel`, or its
+//! connection closing, drops its queued work; a running batch is terminated (through ONNX
+//! Runtime's terminate flag) only when every request in it has been cancelled.
 
 use crate::scheduler::{Cancelled, Job, Payload, Refusal, Scheduler};
 use biomedclip_core::batching;
@@ -34,8 +34,8 @@ pub struct Shared {
     pub work: Condvar,
     /// Writers, by connection id.
     pub writers: Mutex<HashMap<u64, Arc<Mutex<UnixStream>>>>,
-    /// Set when every request of the running batch was cancelled: the run is terminated.
-    pub abandon_running: AtomicBool,
+    /// Per lane: set when every request of the batch it runs was cancelled (the run is terminated).
+    pub abandon: Vec<AtomicBool>,
     pub counters: Counters,
     /// The model, or why it could not be loaded (every connection is told).
     pub model: Result<ModelDescription, ServiceError>,
@@ -64,6 +64,8 @@ fn status_json(shared: &Shared) -> String {
         "uptime_s": shared.started.elapsed().as_secs_f64(),
         "queue_requests": s.queued_requests(),
         "queue_items": s.queued_items(),
+        "lanes": shared.abandon.len(),
+        "running_requests": s.running_requests(),
         "max_batch_images": s.max_images,
         "max_batch_tokens": s.max_tokens,
         "connections": shared.writers.lock().map(|w| w.len()).unwrap_or(0),
@@ -122,10 +124,10 @@ pub fn serve_connection(shared: Arc<Shared>, conn: u64, stream: UnixStream) {
                         drop(s);
                         send(&writer, &failed(id, ErrorKind::Cancelled, "cancelled"));
                     }
-                    Cancelled::Running { batch_all_cancelled } => {
+                    Cancelled::Running { lane, batch_all_cancelled } => {
                         shared.counters.cancelled.fetch_add(1, Ordering::Relaxed);
                         if batch_all_cancelled {
-                            shared.abandon_running.store(true, Ordering::SeqCst);
+                            shared.abandon[lane].store(true, Ordering::SeqCst);
                         }
                     }
                     Cancelled::Unknown => {}
@@ -142,8 +144,8 @@ pub fn serve_connection(shared: Arc<Shared>, conn: u64, stream: UnixStream) {
     }
     // Gone: nothing of this backend stays queued, and a batch only it still wanted stops.
     let mut s = shared.scheduler.lock().unwrap_or_else(|p| p.into_inner());
-    if s.drop_connection(conn) {
-        shared.abandon_running.store(true, Ordering::SeqCst);
+    for lane in s.drop_connection(conn) {
+        shared.abandon[lane].store(true, Ordering::SeqCst);
     }
     drop(s);
     shared.writers.lock().unwrap_or_else(|p| p.into_inner()).remove(&conn);
@@ -228,22 +230,25 @@ fn run_batch(model: &mut LocalModel, batch: &[Job], max_tokens: usize, interrupt
     }
 }
 
-/// The runner: forever takes the next batch, runs it, answers each request.
-pub fn run_batches(shared: Arc<Shared>, mut model: LocalModel) {
+/// The runner of one lane: forever takes the next batch, runs it on this lane's model copy,
+/// answers each request.
+pub fn run_batches(shared: Arc<Shared>, lane: usize, mut model: LocalModel) {
     let sha = model.verified.manifest_sha256.clone();
     let dim = model.verified.manifest.embed_dim as u32;
     loop {
         let (batch, max_tokens) = {
             let mut s = shared.scheduler.lock().unwrap_or_else(|p| p.into_inner());
             loop {
-                if let Some(b) = s.next_batch() {
+                if let Some(b) = s.next_batch(lane) {
+                    // Reset under the lock: a cancel of this batch (which holds the lock to set
+                    // the flag) can only come after.
+                    shared.abandon[lane].store(false, Ordering::SeqCst);
                     break (b, s.max_tokens);
                 }
                 s = shared.work.wait(s).unwrap_or_else(|p| p.into_inner());
             }
         };
-        shared.abandon_running.store(false, Ordering::SeqCst);
-        let abandon = || shared.abandon_running.load(Ordering::SeqCst);
+        let abandon = || shared.abandon[lane].load(Ordering::SeqCst);
         let interrupt = Interrupt::new(&abandon);
         let result = run_batch(&mut model, &batch, max_tokens, &interrupt);
         shared.counters.batches.fetch_add(1, Ordering::Relaxed);
@@ -252,8 +257,8 @@ pub fn run_batches(shared: Arc<Shared>, mut model: LocalModel) {
             batch.iter().map(|j| w.get(&j.conn).cloned()).collect()
         };
         let mut s = shared.scheduler.lock().unwrap_or_else(|p| p.into_inner());
-        let cancelled: Vec<bool> = batch.iter().map(|j| s.was_cancelled(j.conn, j.id)).collect();
-        s.finish_batch();
+        let cancelled: Vec<bool> = batch.iter().map(|j| s.was_cancelled(lane, j.conn, j.id)).collect();
+        s.finish_batch(lane);
         drop(s);
         match result {
             Ok(rows) => {
