@@ -246,6 +246,10 @@ impl EmbeddingBackend for ServiceClient {
         if let Some(t) = self.tokenizer.get() {
             return Ok(t);
         }
+        let sha = self.manifest.files.get(biomedclip_core::model::TOKENIZER).map_or("", String::as_str);
+        if let Some(t) = crate::tokenizer_preload::matching(sha, self.manifest.text.context_length) {
+            return Ok(t);
+        }
         let t = TextTokenizer::from_bytes(&self.description.tokenizer_json, self.manifest.text.context_length)
             .map_err(|e| ModelError::BadManifest(format!("tokenizer.json: {e}")))?;
         Ok(self.tokenizer.get_or_init(|| t))

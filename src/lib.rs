@@ -17,6 +17,7 @@ mod pinned_search_path;
 mod settings;
 mod slide_sql;
 mod text_cache;
+mod tokenizer_preload;
 mod vector_datum;
 mod vector_sql;
 mod zero_shot_sql;
@@ -35,6 +36,7 @@ pub extern "C-unwind" fn _PG_init() {
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         model_cache::mark_preloaded();
         inference_supervisor::register();
+        tokenizer_preload::preload();
     }
 }
 

@@ -15,6 +15,8 @@ Checks, each of which fails on a build without the service (or with the defect n
 - backends terminated while their requests are queued or running: the service's queue and
   connections return to idle and its memory stays flat;
 - a model reload: once a session has seen the new model, it never again gets the old one's output;
+- the tokenizer the postmaster parsed at start is used only while it is the model's own: after a
+  reload to a model whose tokenizer.json differs, service mode tokenizes as backend mode does;
 - the socket directory is 0700 and the service refuses peers of another uid; the service holds
   no socket other than AF_UNIX ones.
 """
@@ -332,6 +334,46 @@ def run_reload():
           f"{others} neither; errors {errors} (57P03: the request met the restart)")
 
 
+def run_tokenizer_preload():
+    # A copy of the test model whose tokenizer does not lowercase: 'Pleural Effusion' then gives
+    # other ids than the preloaded (lowercasing) tokenizer of the server's own model directory.
+    import hashlib
+    import json
+    base, other = os.path.join(ROOT, "target", "models", "tiny"), os.path.join(WORK, "model_cased")
+    os.makedirs(other, exist_ok=True)
+    for f in ["image_encoder.onnx", "text_encoder.onnx"]:
+        shutil.copyfile(os.path.join(base, f), os.path.join(other, f))
+    tok = json.load(open(os.path.join(base, "tokenizer.json")))
+    tok["normalizer"]["lowercase"] = False
+    raw = json.dumps(tok).encode()
+    open(os.path.join(other, "tokenizer.json"), "wb").write(raw)
+    manifest = json.load(open(os.path.join(base, "manifest.json")))
+    manifest["files"]["tokenizer.json"] = hashlib.sha256(raw).hexdigest()
+    json.dump(manifest, open(os.path.join(other, "manifest.json"), "w"))
+    subprocess.run(["chmod", "-R", "a+rX", WORK], check=True)
+    probe = "SELECT biomedclip_tokenize('Pleural Effusion')"
+    with connect() as c:
+        preloaded = c.execute(probe).fetchone()[0]
+        c.execute("SET biomedclip.inference = backend; SET biomedclip.model_dir = %s" % lit(other))
+        cased = c.execute(probe).fetchone()[0]
+    with connect() as c:
+        c.execute("ALTER SYSTEM SET biomedclip.model_dir = %s" % lit(other))
+        c.execute("SELECT pg_reload_conf()")
+    time.sleep(1)
+    wait_serving(30)
+    with connect() as c:
+        served = c.execute(probe).fetchone()[0]
+        inference = c.execute("SELECT biomedclip_model_info()->>'inference'").fetchone()[0]
+        c.execute("ALTER SYSTEM RESET biomedclip.model_dir")
+        c.execute("SELECT pg_reload_conf()")
+    time.sleep(1)
+    wait_serving(30)
+    check("after a reload to a model with another tokenizer, the service's sessions tokenize with that model's tokenizer, "
+          "not the one the postmaster preloaded",
+          inference == "service" and preloaded != cased and served == cased,
+          f"preloaded {preloaded}, the other model's (backend mode) {cased}, service mode after the reload {served}")
+
+
 def run_isolation():
     sock_dir = os.path.join(DATA, "biomedclip_inference")
     mode = os.stat(sock_dir).st_mode & 0o777
@@ -378,6 +420,7 @@ def main():
         run_crashes()
         run_backend_kills()
         run_reload()
+        run_tokenizer_preload()
     finally:
         stop_cluster(DATA, "fast")
     with open(os.path.join(DATA, "server.log"), errors="replace") as f:
