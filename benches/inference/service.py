@@ -6,7 +6,11 @@ The cluster runs with shared_preload_libraries = 'biomedclip' and the full-size 
 fp32 model; backend mode is the same server with `SET biomedclip.inference = backend` per session
 (superuser), so both modes see the same model, library, machine and moment.
 Measured: total PSS of the server's processes, throughput of 8 clients sending single images
-or single captions, idle latency of one caption, and the first call in a new connection.
+or single captions (3 rounds alternating the modes, medians; then the service with one
+single-threaded lane per core),
+idle latency of one caption, the first call in a new connection, and, as the ceiling batching can
+reach here, ONNX Runtime's own images/s and texts/s per thread at batch 1 and 8 (the onnxruntime
+wheel of the same version, no PostgreSQL).
 """
 import os
 import statistics
@@ -83,7 +87,52 @@ def memory(n_service=16, n_backend=4):
     return idle, service, idle_b, backend, n_service, n_backend
 
 
-def throughput(kind, mode, clients=8, seconds=20.0):
+def set_lanes(lanes):
+    with connect() as c:
+        before = c.execute("SELECT biomedclip_model_info()->'service'->>'pid'").fetchone()[0]
+        c.execute(f"ALTER SYSTEM SET biomedclip.service_lanes = {int(lanes)}")
+        c.execute("SELECT pg_reload_conf()")
+    for _ in range(600):  # the supervisor restarts the service with the new setting
+        time.sleep(0.1)
+        try:
+            with connect() as c:
+                info = c.execute("SELECT biomedclip_model_info()->'service'").fetchone()[0]
+            if info and str(info.get("pid")) != str(before) and info.get("lanes") == lanes:
+                return
+        except psycopg.Error:
+            pass
+    raise RuntimeError(f"the service did not come back with {lanes} lane(s)")
+
+
+def ort_ceiling():
+    """ONNX Runtime alone, one thread: items/s at batch 1 and batch 8 for each tower."""
+    import numpy as np
+    import onnxruntime as ort
+
+    model_dir = os.path.join(ROOT, "target", "models", "base")
+    out = {}
+    for tower in ["image", "text"]:
+        o = ort.SessionOptions()
+        o.intra_op_num_threads, o.inter_op_num_threads = 1, 1
+        sess = ort.InferenceSession(os.path.join(model_dir, f"{tower}_encoder.onnx"), o, providers=["CPUExecutionProvider"])
+
+        def feed(bs):
+            if tower == "image":
+                return {sess.get_inputs()[0].name: np.random.default_rng(0).random((bs, 3, 224, 224), dtype=np.float32)}
+            return {i.name: np.ones((bs, 16), dtype=np.int64) for i in sess.get_inputs()}  # a 16-token caption
+
+        for bs in [1, 8]:
+            f = feed(bs)
+            sess.run(None, f)
+            n = (2 if tower == "image" else 16) * (8 // bs)
+            t0 = time.perf_counter()
+            for _ in range(n):
+                sess.run(None, f)
+            out[(tower, bs)] = bs * n / (time.perf_counter() - t0)
+    return out
+
+
+def throughput(kind, mode, clients=8, seconds=10.0):
     done = [0] * clients
     errors = []
     ready = threading.Barrier(clients + 1)
@@ -145,39 +194,60 @@ def main():
     mem = memory()
     rows = []
     for kind in ["images", "texts"]:
-        rates = {}
-        for mode in ["backend", "service"]:
-            rates[mode] = throughput(kind, mode)
+        rates = {"backend": [], "service": []}
+        for _ in range(3):
+            for mode in ["backend", "service"]:
+                rates[mode].append(throughput(kind, mode))
         rows.append((kind, rates))
-    lat = {m: latency(m) for m in ["backend", "service"]}
-    first = {m: first_call(m, 8 if m == "service" else 3) for m in ["backend", "service"]}
     with connect() as c:
         status = c.execute("SELECT biomedclip_model_info()->'service'").fetchone()[0]
+    lanes = info.get("service", {}).get("lanes", 0) if isinstance(info.get("service"), dict) else 0
+    set_lanes(os.cpu_count())
+    per_core_lanes = {kind: [throughput(kind, "service") for _ in range(3)] for kind in ["images", "texts"]}
+    set_lanes(1)  # back to the default, waiting for the service; the reset below then changes nothing
+    with connect() as c:
+        c.execute("ALTER SYSTEM RESET biomedclip.service_lanes")
+        c.execute("SELECT pg_reload_conf()")
+    ceiling = ort_ceiling()
+    lat = {m: latency(m) for m in ["backend", "service"]}
+    first = {m: first_call(m, 8 if m == "service" else 3) for m in ["backend", "service"]}
     cores = os.cpu_count()
     lines = [
         "# Inference service against backend mode",
         "",
         f"Full-size random-weight fp32 model ({info['name']}), one cluster, both modes in the same run "
         f"(`bash benches/inference/service.sh`, {time.strftime('%Y-%m-%d')}), {cores} cores. Backend mode: each session "
-        "runs its own copy with biomedclip.intra_op_threads = 1 (the default); the service runs one batch at a time with "
-        f"biomedclip.service_threads = 0 (one per core: {cores}).",
+        "runs its own copy with biomedclip.intra_op_threads = 1 (the default); the service runs with the defaults "
+        f"biomedclip.service_threads = 0 (one per core: {cores}) and biomedclip.service_lanes = 1 ({lanes} lane of "
+        f"{max(1, cores // max(1, lanes))} threads). Throughput: 3 rounds of 10 s alternating the modes, medians.",
         "",
         "| measure | backend mode | service | ratio | target |",
         "|---|---|---|---|---|",
         f"| PSS added per connection that embedded an image and a text (MiB) | {mem[3]:.0f} ({mem[5]} connections) | "
         f"{mem[1]:.1f} ({mem[4]} connections) | {mem[1] / mem[3]:.3f} | service ≤ 50 MiB |",
     ]
+    med = lambda runs: statistics.median(r[0] for r in runs)  # noqa: E731
     for kind, rates in rows:
-        b, s = rates["backend"][0], rates["service"][0]
+        b, s = med(rates["backend"]), med(rates["service"])
         target = "≥ 1.3×" if kind == "images" else "≥ 1.5×"
         lines.append(f"| 8 clients, single {kind[:-1]} per call ({kind}/s) | {b:.2f} | {s:.2f} | {s / b:.2f}× | {target} |")
     lines.append(f"| one caption on an idle server, median (ms) | {lat['backend']:.1f} | {lat['service']:.1f} | {lat['service'] / lat['backend']:.2f}× | ≤ 1.2× |")
     lines.append(f"| first call in a new connection, median (ms) | {first['backend']:.0f} | {first['service']:.1f} | | service ≤ 50 ms |")
-    errors = [e for _, rates in rows for m in rates for e in rates[m][1]]
+    errors = [e for _, rates in rows for m in rates for r in rates[m] for e in r[1]]
+    errors += [e for runs in per_core_lanes.values() for r in runs for e in r[1]]
+    rounds = lambda runs: ", ".join(f"{r[0]:.2f}" for r in runs)  # noqa: E731
     lines += [
         "",
+        "Rounds (items/s): " + "; ".join(f"{kind} backend {rounds(rates['backend'])}, service {rounds(rates['service'])}" for kind, rates in rows) + ".",
+        "",
+        f"- The service with {cores} single-threaded lanes (biomedclip.service_lanes = {cores}), medians of 3 rounds: "
+        f"{med(per_core_lanes['images']):.2f} images/s, {med(per_core_lanes['texts']):.2f} texts/s.",
+        f"- The ceiling batching can reach on this CPU, ONNX Runtime alone (one thread, no PostgreSQL): image tower "
+        f"{ceiling[('image', 1)]:.2f} images/s at batch 1, {ceiling[('image', 8)]:.2f} at batch 8 "
+        f"({ceiling[('image', 8)] / ceiling[('image', 1)]:.2f}×); text tower (16 tokens) {ceiling[('text', 1)]:.1f} texts/s at batch 1, "
+        f"{ceiling[('text', 8)]:.1f} at batch 8 ({ceiling[('text', 8)] / ceiling[('text', 1)]:.2f}×).",
         f"- Idle server with the model loaded once in the service: {mem[0]:.0f} MiB PSS in all (postmaster, its children, the service).",
-        f"- Errors during the throughput runs: {len(errors)}. Service counters at the end: {status['requests']} requests in "
+        f"- Errors during the throughput runs: {len(errors)}. Service counters after the side-by-side rounds: {status['requests']} requests in "
         f"{status['batches']} batches ({status['images']} images, {status['texts']} texts).",
         "- Outputs: bit-identical to backend mode (tests/inference_service_suite.py compares every embedding of 8 concurrent "
         "sessions, texts of 1 to 40 tokens and images, with the same session's backend-mode result).",
