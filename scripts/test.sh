@@ -31,6 +31,12 @@ svc=$(mktemp -d /tmp/biomedclip-service.XXXXXX)
 target/pyenv/bin/python tests/inference_service_suite.py "$svc" 54421
 rm -rf "$svc"
 
+echo "== Citus 13.2.2: a coordinator and 2 workers (Citus built from ../shared/peers if missing)"
+bash scripts/citus.sh
+cit=$(mktemp -d /tmp/biomedclip-citus.XXXXXX)
+target/pyenv/bin/python tests/citus_suite.py "$cit" 54431
+rm -rf "$cit"
+
 echo "== reliability: malformed-input corpus, RLS with hospital roles, 20 crash restarts (own cluster)"
 rel=$(mktemp -d /tmp/biomedclip-reliability.XXXXXX)
 target/pyenv/bin/python tests/reliability_suite.py "$rel" 54401

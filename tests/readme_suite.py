@@ -17,7 +17,8 @@ from suite import ROOT, SHARED, check, finish  # noqa: E402
 PORT = int(sys.argv[1])
 DB = "biomedclip_readme"
 # Blocks that cannot run verbatim here, by a phrase they contain, with the reason.
-SKIP = {"/data/ct/0001.dcm": "reads files at site-specific server paths (the demo runs the same statement on ../shared)"}
+SKIP = {"/data/ct/0001.dcm": "reads files at site-specific server paths (the demo runs the same statement on ../shared)",
+        "create_distributed_table": "needs a Citus cluster (tests/citus_suite.py runs this block verbatim on one)"}
 
 FIXTURES = f"""
 CREATE TABLE raw_images (id bigint, dept text, dicom_or_png_bytes bytea);
