@@ -32,10 +32,15 @@ target/pyenv/bin/python tests/inference_service_suite.py "$svc" 54421
 rm -rf "$svc"
 
 echo "== Citus 13.2.2: a coordinator and 2 workers (Citus built from ../shared/peers if missing)"
-bash scripts/citus.sh
-cit=$(mktemp -d /tmp/biomedclip-citus.XXXXXX)
-target/pyenv/bin/python tests/citus_suite.py "$cit" 54431
-rm -rf "$cit"
+if [ -f "$ROOT/../shared/peers/citus-13.2.2.tar.gz" ] || [ -f "$(pg_config --pkglibdir)/citus.so" ]; then
+  bash scripts/citus.sh
+  cit=$(mktemp -d /tmp/biomedclip-citus.XXXXXX)
+  target/pyenv/bin/python tests/citus_suite.py "$cit" 54431
+  rm -rf "$cit"
+else
+  echo "SKIPPED: the Citus suite (1 suite, 15 checks): no ../shared/peers/citus-13.2.2.tar.gz to build Citus from, and none installed" >&2
+  skipped=$((${skipped:-0} + 1))
+fi
 
 echo "== reliability: malformed-input corpus, RLS with hospital roles, 20 crash restarts (own cluster)"
 rel=$(mktemp -d /tmp/biomedclip-reliability.XXXXXX)
@@ -44,4 +49,8 @@ rm -rf "$rel"
 
 echo "== load: the 1-minute pgbench scenario (benches/load has the 10-minute one)"
 DURATION=60 RESULTS="$pgdata/load.md" bash benches/load/run.sh
-echo "== all suites passed"
+if [ "${skipped:-0}" -gt 0 ]; then
+  echo "== all suites that ran passed; SKIPPED: ${skipped} suite(s), see above" >&2
+else
+  echo "== all suites passed"
+fi
