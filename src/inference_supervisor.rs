@@ -11,9 +11,10 @@
 //!
 //! The service is (re)started with the server-level settings: biomedclip.model_dir,
 //! ort_library, execution_provider, service_threads, service_lanes, model_sha256,
-//! max_batch_images and max_batch_tokens. After a configuration reload that changes any of them, the old service is
-//! stopped and a new one started: a backend can never get a result of the old model for a
-//! request made for the new one (each answer names its model's manifest SHA-256).
+//! max_batch_images and max_batch_tokens. After a configuration reload that changes any of
+//! them, the old service is stopped and a new one started: a backend can never get a result of
+//! the old model for a request made for the new one (each answer names its model's manifest
+//! SHA-256).
 
 use crate::settings::{self, ExecutionProvider};
 use biomedclip_core::service_protocol as proto;
