@@ -83,6 +83,21 @@ def wait_serving(timeout=15.0):
     return None
 
 
+def set_server_model_dir(path):
+    """ALTER SYSTEM SET (or, with None, RESET) biomedclip.model_dir and reload: the supervisor
+    restarts the service with it."""
+    with connect() as c:
+        c.execute("ALTER SYSTEM RESET biomedclip.model_dir" if path is None else "ALTER SYSTEM SET biomedclip.model_dir = %s" % lit(path))
+        c.execute("SELECT pg_reload_conf()")
+
+
+def in_backend_mode(query, model_dir):
+    """`query`'s value in a session that runs its own copy of the model in `model_dir`."""
+    with connect() as c:
+        c.execute("SET biomedclip.inference = backend; SET biomedclip.model_dir = %s" % lit(model_dir))
+        return c.execute(query).fetchone()[0]
+
+
 def run_identity():
     with connect() as c:
         c.execute("CREATE EXTENSION IF NOT EXISTS biomedclip")
@@ -292,8 +307,7 @@ def run_reload():
     probe = "SELECT (biomedclip_embed_texts(ARRAY['pleural effusion']))[1]::text"
     with connect() as c:
         old = c.execute(probe).fetchone()[0]
-        c.execute("SET biomedclip.inference = backend; SET biomedclip.model_dir = %s" % lit(other))
-        new = c.execute(probe).fetchone()[0]
+    new = in_backend_mode(probe, other)
     stop = threading.Event()
     seen = []
 
@@ -313,16 +327,12 @@ def run_reload():
     for t in threads:
         t.start()
     time.sleep(0.5)
-    with connect() as c:
-        c.execute("ALTER SYSTEM SET biomedclip.model_dir = %s" % lit(other))
-        c.execute("SELECT pg_reload_conf()")
+    set_server_model_dir(other)
     time.sleep(4)
     stop.set()
     for t in threads:
         t.join()
-    with connect() as c:
-        c.execute("ALTER SYSTEM RESET biomedclip.model_dir")
-        c.execute("SELECT pg_reload_conf()")
+    set_server_model_dir(None)
     wait_serving()
     old_after_new = sum(kind == "old" and switched for kind, _, switched in seen)
     others = sum(kind == "other" for kind, _, _ in seen)
@@ -354,18 +364,14 @@ def run_tokenizer_preload():
     probe = "SELECT biomedclip_tokenize('Pleural Effusion')"
     with connect() as c:
         preloaded = c.execute(probe).fetchone()[0]
-        c.execute("SET biomedclip.inference = backend; SET biomedclip.model_dir = %s" % lit(other))
-        cased = c.execute(probe).fetchone()[0]
-    with connect() as c:
-        c.execute("ALTER SYSTEM SET biomedclip.model_dir = %s" % lit(other))
-        c.execute("SELECT pg_reload_conf()")
+    cased = in_backend_mode(probe, other)
+    set_server_model_dir(other)
     time.sleep(1)
     wait_serving(30)
     with connect() as c:
         served = c.execute(probe).fetchone()[0]
         inference = c.execute("SELECT biomedclip_model_info()->>'inference'").fetchone()[0]
-        c.execute("ALTER SYSTEM RESET biomedclip.model_dir")
-        c.execute("SELECT pg_reload_conf()")
+    set_server_model_dir(None)
     time.sleep(1)
     wait_serving(30)
     check("after a reload to a model with another tokenizer, the service's sessions tokenize with that model's tokenizer, "
