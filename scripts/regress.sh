@@ -91,6 +91,9 @@ if [ "$INFERENCE" = service ]; then
   exit 0  # the suites below do not call the model, or start clusters of their own
 fi
 
+echo "== search for apps: collections, biomedclip_search under RLS, query log (HMAC), feedback, drift report"
+"$ROOT/target/pyenv/bin/python" tests/search_suite.py "$PORT" "$work/data"
+
 echo "== upgrade from the previous release, pg_dump and restore"
 "$ROOT/target/pyenv/bin/python" tests/upgrade_suite.py "$PORT"
 

@@ -181,13 +181,16 @@ $$;
 --   'analyst': every function that runs the model or reports on it (embedding, tokenizing,
 --              preprocessing, DICOM and slide embedding, zero-shot, model info);
 --   'steward': 'analyst' plus saving and dropping calibrations and reloading the model;
---   'auditor': model info only (which model, which hashes), nothing that runs inference.
+--   'auditor': model info only (which model, which hashes), nothing that runs inference;
+--   'monitor': the drift report, and SELECT on the query log and its feedback (granted with it).
+-- 'analyst' includes searching collections and giving feedback; 'steward' registering collections.
 -- Runs as the caller, who must be able to grant (the extension's owner or a superuser).
 -- biomedclip_revoke(role, job) takes a bundle back.
 CREATE FUNCTION biomedclip_job_functions(job text) RETURNS SETOF regprocedure
     LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
     SELECT f::pg_catalog.regprocedure FROM pg_catalog.unnest(
         CASE WHEN job OPERATOR(pg_catalog.=) 'auditor' THEN ARRAY['@extschema@.biomedclip_model_info()']
+             WHEN job OPERATOR(pg_catalog.=) 'monitor' THEN ARRAY['@extschema@.biomedclip_drift_report(interval, tstzrange)']
              WHEN job OPERATOR(pg_catalog.=) ANY (ARRAY['analyst', 'steward']) THEN ARRAY[
             '@extschema@.biomedclip_model_info()', '@extschema@.biomedclip_embed_image(bytea)',
             '@extschema@.biomedclip_embed_text(text)', '@extschema@.biomedclip_embed_images(bytea[])',
@@ -197,11 +200,15 @@ CREATE FUNCTION biomedclip_job_functions(job text) RETURNS SETOF regprocedure
             '@extschema@.biomedclip_zero_shot_logits(@extschema@.embedding, text[], text[])',
             '@extschema@.biomedclip_embed_dicom(bytea, text, integer)',
             '@extschema@.biomedclip_slide_patches(bytea, integer, integer, double precision, integer)',
-            '@extschema@.biomedclip_embed_slide(bytea, text, @extschema@.embedding, integer, integer, double precision, integer, double precision)']
+            '@extschema@.biomedclip_embed_slide(bytea, text, @extschema@.embedding, integer, integer, double precision, integer, double precision)',
+            '@extschema@.biomedclip_search(text, jsonb, integer, jsonb)', '@extschema@.biomedclip_thumbnail(text, text)',
+            '@extschema@.biomedclip_feedback(bigint, text, text, text)']
         END
         OPERATOR(pg_catalog.||) CASE WHEN job OPERATOR(pg_catalog.=) 'steward' THEN ARRAY[
             '@extschema@.biomedclip_save_calibration(text, jsonb, text[], text[], boolean)',
-            '@extschema@.biomedclip_drop_calibration(text)', '@extschema@.biomedclip_load_model()']
+            '@extschema@.biomedclip_drop_calibration(text)', '@extschema@.biomedclip_load_model()',
+            '@extschema@.biomedclip_register_collection(text, regclass, text, text, text[], text, boolean)',
+            '@extschema@.biomedclip_drop_collection(text)']
             ELSE ARRAY[]::pg_catalog.text[] END) AS u(f)
 $$;
 
@@ -213,11 +220,14 @@ DECLARE
 BEGIN
     FOR f IN SELECT * FROM @extschema@.biomedclip_job_functions(job) LOOP
         EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I', f, role);
+        IF job OPERATOR(pg_catalog.=) 'monitor' THEN
+            EXECUTE pg_catalog.format('GRANT SELECT ON biomedclip.query_log, biomedclip.query_feedback TO %I', role);
+        END IF;
         n := n OPERATOR(pg_catalog.+) 1;
         RETURN NEXT f;
     END LOOP;
     IF n OPERATOR(pg_catalog.=) 0 THEN
-        RAISE EXCEPTION 'unknown job "%"', job USING ERRCODE = '22023', HINT = 'jobs: analyst, steward, auditor';
+        RAISE EXCEPTION 'unknown job "%"', job USING ERRCODE = '22023', HINT = 'jobs: analyst, steward, auditor, monitor';
     END IF;
 END
 $$;
@@ -230,12 +240,111 @@ DECLARE
 BEGIN
     FOR f IN SELECT * FROM @extschema@.biomedclip_job_functions(job) LOOP
         EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM %I', f, role);
+        IF job OPERATOR(pg_catalog.=) 'monitor' THEN
+            EXECUTE pg_catalog.format('REVOKE SELECT ON biomedclip.query_log, biomedclip.query_feedback FROM %I', role);
+        END IF;
         n := n OPERATOR(pg_catalog.+) 1;
         RETURN NEXT f;
     END LOOP;
     IF n OPERATOR(pg_catalog.=) 0 THEN
-        RAISE EXCEPTION 'unknown job "%"', job USING ERRCODE = '22023', HINT = 'jobs: analyst, steward, auditor';
+        RAISE EXCEPTION 'unknown job "%"', job USING ERRCODE = '22023', HINT = 'jobs: analyst, steward, auditor, monitor';
     END IF;
 END
 $$;
 REVOKE ALL ON FUNCTION biomedclip_grant(name, text), biomedclip_revoke(name, text) FROM PUBLIC;
+
+-- Search for apps: registered collections, biomedclip_search (as the caller, so row-level
+-- security applies), the de-identified query log with feedback, and the drift report.
+
+-- What may be searched. Written only by biomedclip_register_collection / _drop_collection;
+-- clients name a collection, never a table or a column.
+CREATE TABLE biomedclip.collections (
+    name              text PRIMARY KEY,
+    table_oid         regclass NOT NULL,
+    id_column         name NOT NULL,
+    embedding_column  name NOT NULL,
+    display_columns   name[] NOT NULL,
+    thumbnail         text,
+    registered_by     name NOT NULL DEFAULT CURRENT_USER,
+    registered_at     timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE biomedclip.collections IS 'Searchable collections: a table, its id, embedding and display columns, and an optional thumbnail (a bytea column, or an expression that renders one). Searches run as the caller, so the table''s privileges and row-level security decide what anyone sees.';
+GRANT SELECT ON biomedclip.collections TO PUBLIC;
+
+-- One row per search while biomedclip.query_log is on. Never the query text, image or embedding:
+-- a keyed hash (HMAC-SHA-256 with a key kept in a file of the server) of the normalized text or
+-- the image bytes. Written only by biomedclip_search; readable by roles granted SELECT (monitoring).
+CREATE TABLE biomedclip.query_log (
+    query_id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at              timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    collection      text NOT NULL,
+    role            name NOT NULL,
+    model_sha256    text,
+    adapter         text,
+    query_kind      text NOT NULL CHECK (query_kind IN ('text', 'image', 'dicom', 'embedding')),
+    query_hmac      text NOT NULL,
+    k               integer NOT NULL,
+    filter_columns  text[] NOT NULL,
+    result_ids      text[] NOT NULL,
+    distances       double precision[] NOT NULL,
+    latency_ms      double precision NOT NULL
+);
+CREATE INDEX query_log_at ON biomedclip.query_log (at);
+COMMENT ON TABLE biomedclip.query_log IS 'De-identified search log (biomedclip.query_log = on): who, when, which collection and model, a keyed hash of the query (never the query), the result ids and distances, latency.';
+
+-- Clicks, relevance marks, corrections and flags on a logged search's results.
+CREATE TABLE biomedclip.query_feedback (
+    feedback_id  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    query_id     bigint NOT NULL REFERENCES biomedclip.query_log (query_id) ON DELETE CASCADE,
+    at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    role         name NOT NULL,
+    result_id    text NOT NULL,
+    result_rank  integer,
+    action       text NOT NULL CHECK (action IN ('click', 'relevant', 'wrong', 'correction', 'flag')),
+    note         text
+);
+CREATE INDEX query_feedback_query ON biomedclip.query_feedback (query_id);
+COMMENT ON TABLE biomedclip.query_feedback IS 'Feedback on logged searches (biomedclip_feedback). The free-text note is kept only when biomedclip.query_log_notes = on: people type names and findings into notes, so a note may hold PHI.';
+
+SELECT pg_catalog.pg_extension_config_dump('biomedclip.collections', '');
+SELECT pg_catalog.pg_extension_config_dump('biomedclip.query_log', '');
+SELECT pg_catalog.pg_extension_config_dump('biomedclip.query_feedback', '');
+
+-- Registers (or with replace => true re-registers) a collection. Checked as the caller: the
+-- caller must own the table (or be a superuser), the columns must exist, the embedding column
+-- must be an embedding, and a thumbnail that is not a bytea column is an SQL expression that every
+-- searcher will run, so only a superuser may register one. The registry row is then written as
+-- the extension's owner (callers get no table privilege on biomedclip.collections).
+CREATE FUNCTION biomedclip_register_collection(name text, "table" regclass, id_column text, embedding_column text,
+                                               display_columns text[], thumbnail text DEFAULT NULL,
+                                               replace boolean DEFAULT false)
+    RETURNS void AS 'MODULE_PATHNAME', 'biomedclip_register_collection_wrapper' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+-- Removes a collection (the caller must own its table or be a superuser); false when there was none.
+CREATE FUNCTION biomedclip_drop_collection(name text) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'biomedclip_drop_collection_wrapper' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+
+CREATE FUNCTION biomedclip_search(collection text, query jsonb, k integer DEFAULT 10, filters jsonb DEFAULT '{}')
+    RETURNS TABLE (rank integer, id text, distance double precision, display jsonb, query_id bigint)
+    AS 'MODULE_PATHNAME', 'biomedclip_search_wrapper' LANGUAGE C VOLATILE PARALLEL RESTRICTED COST 100000 ROWS 10;
+COMMENT ON FUNCTION biomedclip_search(text, jsonb, integer, jsonb) IS
+    'Top-k of a registered collection by cosine distance, as the caller (privileges and row-level security apply), through the collection''s index. query: {"text": ...}, {"image": base64}, {"dicom": base64, "window": ..., "frame": ...} or {"embedding": [...]}; filters: {"column": value} or {"column": {"gte": .., "lt": ..}} on display columns. query_id is the log row (NULL when biomedclip.query_log is off).';
+
+CREATE FUNCTION biomedclip_thumbnail(collection text, id text) RETURNS bytea
+    AS 'MODULE_PATHNAME', 'biomedclip_thumbnail_wrapper' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED COST 10000;
+COMMENT ON FUNCTION biomedclip_thumbnail(text, text) IS
+    'The thumbnail of one row of a collection, as the caller (NULL when the row is not visible or has none).';
+
+CREATE FUNCTION biomedclip_feedback(query_id bigint, result_id text, action text, note text DEFAULT NULL) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'biomedclip_feedback_wrapper' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION biomedclip_feedback(bigint, text, text, text) IS
+    'Records a click, relevant, wrong, correction or flag on a result of one of the caller''s own logged searches; the note is kept only when biomedclip.query_log_notes = on.';
+
+CREATE FUNCTION biomedclip_drift_report("window" interval DEFAULT '7 days', baseline tstzrange DEFAULT NULL) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'biomedclip_drift_report_wrapper' LANGUAGE C STABLE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION biomedclip_drift_report(interval, tstzrange) IS
+    'Per collection and UTC day of the window: queries, quantiles of top-1 and top-k distances, click-through by rank, correction rate, and the PSI of top-1 distances against the baseline period (default: the window before this one), with flags. Reads the query log as the caller.';
+
+REVOKE ALL ON FUNCTION biomedclip_register_collection(text, regclass, text, text, text[], text, boolean),
+    biomedclip_drop_collection(text), biomedclip_search(text, jsonb, integer, jsonb), biomedclip_thumbnail(text, text),
+    biomedclip_feedback(bigint, text, text, text), biomedclip_drift_report(interval, tstzrange) FROM PUBLIC;

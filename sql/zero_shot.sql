@@ -125,13 +125,16 @@ FROM PUBLIC;
 --   'analyst': every function that runs the model or reports on it (embedding, tokenizing,
 --              preprocessing, DICOM and slide embedding, zero-shot, model info);
 --   'steward': 'analyst' plus saving and dropping calibrations and reloading the model;
---   'auditor': model info only (which model, which hashes), nothing that runs inference.
+--   'auditor': model info only (which model, which hashes), nothing that runs inference;
+--   'monitor': the drift report, and SELECT on the query log and its feedback (granted with it).
+-- 'analyst' includes searching collections and giving feedback; 'steward' registering collections.
 -- Runs as the caller, who must be able to grant (the extension's owner or a superuser).
 -- biomedclip_revoke(role, job) takes a bundle back.
 CREATE FUNCTION biomedclip_job_functions(job text) RETURNS SETOF regprocedure
     LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
     SELECT f::pg_catalog.regprocedure FROM pg_catalog.unnest(
         CASE WHEN job OPERATOR(pg_catalog.=) 'auditor' THEN ARRAY['@extschema@.biomedclip_model_info()']
+             WHEN job OPERATOR(pg_catalog.=) 'monitor' THEN ARRAY['@extschema@.biomedclip_drift_report(interval, tstzrange)']
              WHEN job OPERATOR(pg_catalog.=) ANY (ARRAY['analyst', 'steward']) THEN ARRAY[
             '@extschema@.biomedclip_model_info()', '@extschema@.biomedclip_embed_image(bytea)',
             '@extschema@.biomedclip_embed_text(text)', '@extschema@.biomedclip_embed_images(bytea[])',
@@ -141,11 +144,15 @@ CREATE FUNCTION biomedclip_job_functions(job text) RETURNS SETOF regprocedure
             '@extschema@.biomedclip_zero_shot_logits(@extschema@.embedding, text[], text[])',
             '@extschema@.biomedclip_embed_dicom(bytea, text, integer)',
             '@extschema@.biomedclip_slide_patches(bytea, integer, integer, double precision, integer)',
-            '@extschema@.biomedclip_embed_slide(bytea, text, @extschema@.embedding, integer, integer, double precision, integer, double precision)']
+            '@extschema@.biomedclip_embed_slide(bytea, text, @extschema@.embedding, integer, integer, double precision, integer, double precision)',
+            '@extschema@.biomedclip_search(text, jsonb, integer, jsonb)', '@extschema@.biomedclip_thumbnail(text, text)',
+            '@extschema@.biomedclip_feedback(bigint, text, text, text)']
         END
         OPERATOR(pg_catalog.||) CASE WHEN job OPERATOR(pg_catalog.=) 'steward' THEN ARRAY[
             '@extschema@.biomedclip_save_calibration(text, jsonb, text[], text[], boolean)',
-            '@extschema@.biomedclip_drop_calibration(text)', '@extschema@.biomedclip_load_model()']
+            '@extschema@.biomedclip_drop_calibration(text)', '@extschema@.biomedclip_load_model()',
+            '@extschema@.biomedclip_register_collection(text, regclass, text, text, text[], text, boolean)',
+            '@extschema@.biomedclip_drop_collection(text)']
             ELSE ARRAY[]::pg_catalog.text[] END) AS u(f)
 $$;
 
@@ -157,11 +164,14 @@ DECLARE
 BEGIN
     FOR f IN SELECT * FROM @extschema@.biomedclip_job_functions(job) LOOP
         EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I', f, role);
+        IF job OPERATOR(pg_catalog.=) 'monitor' THEN
+            EXECUTE pg_catalog.format('GRANT SELECT ON biomedclip.query_log, biomedclip.query_feedback TO %I', role);
+        END IF;
         n := n OPERATOR(pg_catalog.+) 1;
         RETURN NEXT f;
     END LOOP;
     IF n OPERATOR(pg_catalog.=) 0 THEN
-        RAISE EXCEPTION 'unknown job "%"', job USING ERRCODE = '22023', HINT = 'jobs: analyst, steward, auditor';
+        RAISE EXCEPTION 'unknown job "%"', job USING ERRCODE = '22023', HINT = 'jobs: analyst, steward, auditor, monitor';
     END IF;
 END
 $$;
@@ -174,11 +184,14 @@ DECLARE
 BEGIN
     FOR f IN SELECT * FROM @extschema@.biomedclip_job_functions(job) LOOP
         EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM %I', f, role);
+        IF job OPERATOR(pg_catalog.=) 'monitor' THEN
+            EXECUTE pg_catalog.format('REVOKE SELECT ON biomedclip.query_log, biomedclip.query_feedback FROM %I', role);
+        END IF;
         n := n OPERATOR(pg_catalog.+) 1;
         RETURN NEXT f;
     END LOOP;
     IF n OPERATOR(pg_catalog.=) 0 THEN
-        RAISE EXCEPTION 'unknown job "%"', job USING ERRCODE = '22023', HINT = 'jobs: analyst, steward, auditor';
+        RAISE EXCEPTION 'unknown job "%"', job USING ERRCODE = '22023', HINT = 'jobs: analyst, steward, auditor, monitor';
     END IF;
 END
 $$;

@@ -6,14 +6,19 @@ use pgrx::prelude::*;
 
 ::pgrx::pg_module_magic!();
 
+mod collections_sql;
 mod dicom_sql;
+mod drift_sql;
 mod embed_sql;
+mod extension_owner;
 mod inference_client;
 mod inference_supervisor;
 mod ivf;
 mod model_cache;
 mod model_registry;
 mod pinned_search_path;
+mod query_log_sql;
+mod search_sql;
 mod settings;
 mod slide_sql;
 mod text_cache;
@@ -27,6 +32,7 @@ extension_sql_file!("../sql/model_functions.sql", name = "model_functions", requ
 extension_sql_file!("../sql/zero_shot.sql", name = "zero_shot", finalize);
 extension_sql_file!("../sql/medical_images.sql", name = "medical_images", requires = ["model_functions"]);
 extension_sql_file!("../sql/ivf.sql", name = "ivf", requires = ["vector_types"]);
+extension_sql_file!("../sql/search.sql", name = "search", requires = ["model_functions", "medical_images"]);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

@@ -361,3 +361,9 @@ pub fn info() -> serde_json::Value {
         info
     })
 }
+
+/// The manifest SHA-256 of the model this backend has loaded (or is connected to), without
+/// loading one; None before the first model call.
+pub fn active_manifest_sha256() -> Option<String> {
+    CACHE.with(|cell| cell.borrow_mut().as_mut().map(|c| c.model.backend().manifest_sha256().to_string()))
+}

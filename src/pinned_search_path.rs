@@ -21,3 +21,18 @@ pub fn with_pinned_search_path<T>(f: impl FnOnce() -> T) -> T {
         out
     }
 }
+
+/// The first column of the first row of `sql` (None when there is no row or it is NULL), run as
+/// the current user with the search path pinned; an SPI failure is an ERROR.
+pub fn first_value<T: pgrx::datum::IntoDatum + pgrx::datum::FromDatum>(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Option<T> {
+    with_pinned_search_path(|| {
+        pgrx::spi::Spi::connect(|client| {
+            let table = client.select(sql, Some(1), args)?;
+            match table.into_iter().next() {
+                Some(row) => row.get::<T>(1),
+                None => Ok(None),
+            }
+        })
+    })
+    .unwrap_or_else(|e: pgrx::spi::Error| pgrx::error!("{e}"))
+}

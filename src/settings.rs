@@ -49,8 +49,35 @@ pub static MAX_BATCH_IMAGES: GucSetting<i32> = GucSetting::<i32>::new(32);
 pub static MAX_BATCH_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(8192);
 pub static SERVICE_THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static SERVICE_LANES: GucSetting<i32> = GucSetting::<i32>::new(1);
+pub static QUERY_LOG: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static QUERY_LOG_NOTES: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static QUERY_LOG_KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 pub fn register() {
+    GucRegistry::define_bool_guc(
+        c"biomedclip.query_log",
+        c"Log every biomedclip_search, de-identified, to biomedclip.query_log (default off).",
+        c"The log keeps a keyed hash of the query, never its text, image or embedding, plus the result ids and distances. Superuser only.",
+        &QUERY_LOG,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"biomedclip.query_log_notes",
+        c"Keep the free-text note of biomedclip_feedback (default off: notes may hold PHI).",
+        c"People type names, dates and findings into notes; off stores the feedback without its note. Superuser only.",
+        &QUERY_LOG_NOTES,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"biomedclip.query_log_key_file",
+        c"File holding the secret key of the query log's HMAC (default: biomedclip_query_log.key in the data directory, created on first use).",
+        c"At least 16 bytes; never stored in a table. Whoever holds it can test whether a given query was made. Set in postgresql.conf.",
+        &QUERY_LOG_KEY_FILE,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
     GucRegistry::define_int_guc(
         c"biomedclip.service_threads",
         c"ONNX Runtime threads of the inference service; 0 (default) means one per CPU core.",

@@ -45,6 +45,8 @@ DECISIONS = {
     "biomedclip_window_presets": "public", "biomedclip_slide_levels": "public",
     "biomedclip_render_slide_region": "public", "biomedclip_vector_combine": "public",
     "biomedclip_job_functions": "public", "biomedclip_grant": "deny", "biomedclip_revoke": "deny",
+    "biomedclip_register_collection": "deny", "biomedclip_drop_collection": "deny", "biomedclip_search": "deny",
+    "biomedclip_thumbnail": "deny", "biomedclip_feedback": "deny", "biomedclip_drift_report": "deny",
 }
 
 
@@ -91,6 +93,13 @@ CALLS = {
     # Without grant options the GRANTs inside only warn ("no privileges were granted").
     "biomedclip_grant": ("SELECT count(*) FROM biomedclip_grant('attacker', 'auditor')", ()),
     "biomedclip_revoke": ("SELECT count(*) FROM biomedclip_revoke('attacker', 'auditor')", ()),
+    # Search: the attacker owns public.sec_items (collection 'sec', set up below) and one logged search.
+    "biomedclip_register_collection": ("SELECT biomedclip_register_collection('sec2', 'public.sec_items', 'id', 'emb', ARRAY['label'], 'thumb', true)", ()),
+    "biomedclip_drop_collection": ("SELECT biomedclip_drop_collection('sec2')", ()),
+    "biomedclip_search": ("SELECT count(*) FROM biomedclip_search('sec', '{\"text\": \"pleural effusion\"}', 2, '{\"label\": \"a\"}')", ()),
+    "biomedclip_thumbnail": ("SELECT biomedclip_thumbnail('sec', '1')", ()),
+    "biomedclip_feedback": ("SELECT biomedclip_feedback((SELECT max(query_id) FROM biomedclip.query_log), '1', 'click')", ()),
+    "biomedclip_drift_report": ("SELECT biomedclip_drift_report('1 day')", ()),
 }
 # Called only through the aggregates above.
 INTERNAL = {"biomedclip_calibration_accum", "biomedclip_fit_temperature_final", "biomedclip_reliability_final",
@@ -147,6 +156,14 @@ def setup():
             c.execute("GRANT SELECT ON biomedclip.model_activity TO attacker")
     with connect("attacker") as c:
         c.execute(TRAPS)
+        c.execute("CREATE TABLE public.sec_items (id int, label text, emb embedding(512), thumb bytea)")
+        c.execute("INSERT INTO public.sec_items SELECT i, 'a', biomedclip_embed_text('finding ' || i), '\\x01' FROM generate_series(1, 3) i")
+        c.execute("SELECT biomedclip_register_collection('sec', 'public.sec_items', 'id', 'emb', ARRAY['label'], 'thumb')")
+    with connect() as c:
+        # One logged search of the attacker's (feedback needs one); the log is readable to it for the drift report.
+        c.execute("INSERT INTO biomedclip.query_log (role, collection, query_kind, query_hmac, k, filter_columns, result_ids, distances, latency_ms) "
+                  "VALUES ('attacker', 'sec', 'text', 'h', 1, '{}', ARRAY['1'], ARRAY[0.5], 1)")
+        c.execute("GRANT SELECT ON biomedclip.query_log, biomedclip.query_feedback TO attacker")
 
 
 def extension_functions(c):
