@@ -9,3 +9,8 @@ cargo pgrx install --release --pg-config "$PG_CONFIG" >/dev/null
 cargo build --profile service -p biomedclip-inference --quiet
 target_dir=${CARGO_TARGET_DIR:-target}
 install -m 755 "$target_dir/service/biomedclip-inference" "$("$PG_CONFIG" --pkglibdir)/biomedclip-inference"
+# The API service (crates/biomedclip-api): not part of PostgreSQL; the tests, the demo and the
+# README's command run it from target/bin.
+cargo build --profile service -p biomedclip-api --quiet
+mkdir -p target/bin
+install -m 755 "$target_dir/service/biomedclip-api" target/bin/biomedclip-api

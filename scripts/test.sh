@@ -42,6 +42,11 @@ else
   skipped=$((${skipped:-0} + 1))
 fi
 
+echo "== API service: JWT roles, RLS through the API, endpoints against SQL, limits, TLS, shutdown (own cluster)"
+api=$(mktemp -d /tmp/biomedclip-api.XXXXXX)
+target/pyenv/bin/python tests/api_suite.py "$api" 54451 54470
+rm -rf "$api"
+
 echo "== reliability: malformed-input corpus, RLS with hospital roles, 20 crash restarts (own cluster)"
 rel=$(mktemp -d /tmp/biomedclip-reliability.XXXXXX)
 target/pyenv/bin/python tests/reliability_suite.py "$rel" 54401
