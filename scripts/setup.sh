@@ -9,7 +9,8 @@ need_apt=()
 pgver=$(dpkg-query -W -f='${Version}' postgresql-15)
 dpkg-query -W -f='${Status}' "postgresql-server-dev-15" 2>/dev/null | grep -q "ok installed" \
   || need_apt+=("postgresql-server-dev-15=${pgver}")
-for p in libclang-dev clang pkg-config sudo cmake strace python3-venv; do
+# chromium: the search page's browser test (tests/browser_suite.py, driven by Playwright from PyPI).
+for p in libclang-dev clang pkg-config sudo cmake strace python3-venv chromium; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need_apt+=("$p")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

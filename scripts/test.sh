@@ -47,6 +47,11 @@ api=$(mktemp -d /tmp/biomedclip-api.XXXXXX)
 target/pyenv/bin/python tests/api_suite.py "$api" 54451 54470
 rm -rf "$api"
 
+echo "== the search page in Chromium (Playwright): sign in, search by text/image/DICOM, thumbnails, feedback, drift, RLS"
+brw=$(mktemp -d /tmp/biomedclip-browser.XXXXXX)
+target/pyenv/bin/python tests/browser_suite.py "$brw" 54452 54480
+rm -rf "$brw"
+
 echo "== reliability: malformed-input corpus, RLS with hospital roles, 20 crash restarts (own cluster)"
 rel=$(mktemp -d /tmp/biomedclip-reliability.XXXXXX)
 target/pyenv/bin/python tests/reliability_suite.py "$rel" 54401

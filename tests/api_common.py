@@ -54,7 +54,7 @@ def setup_database(port, rng):
         with c.cursor() as cur:
             with cur.copy("COPY studies (id, site, modality, emb, thumb) FROM STDIN") as cp:
                 for i in range(N):
-                    cp.write_row((i, sites[i], ["CT", "MR", "CR"][i % 3], vec(x[i]), png(i) if i < 64 else None))
+                    cp.write_row((i, sites[i], ["CT", "MR", "CR"][i % 3], vec(x[i]), png(i)))
         c.execute("CREATE INDEX ON studies USING ivf (emb embedding_cosine_ops) WITH (lists = 16)")
         c.execute("ANALYZE studies")
         c.execute("ALTER TABLE studies ENABLE ROW LEVEL SECURITY")
