@@ -8,6 +8,7 @@ pub mod calibration;
 pub mod dicom;
 pub mod distance;
 pub mod drift;
+pub mod finetune;
 pub mod image_decode;
 pub mod inflight;
 pub mod input_format;

@@ -1,0 +1,189 @@
+"""The fine-tuning code (crates/biomedclip-core/src/finetune) against numpy:
+
+1. the symmetric contrastive loss's gradients (inputs and logit scale) against central finite
+   differences of numpy's own implementation of the loss;
+2. the residual adapter's backward pass against finite differences of numpy's forward pass;
+3. a whole training run (seeded split and shuffles, minibatches, AdamW with the anchored pull,
+   early stopping) against a numpy implementation of the same algorithm: weights within 1e-4.
+
+The Rust side runs through the finetune_reference example (JSON on stdin and stdout).
+Usage: finetune_reference.py
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+from scipy.special import logsumexp
+
+sys.path.insert(0, os.path.dirname(__file__))
+from suite import ROOT, check, finish  # noqa: E402
+
+
+def rust(query):
+    out = subprocess.run(["cargo", "run", "--quiet", "--release", "-p", "biomedclip-core", "--example", "finetune_reference"],
+                         input=json.dumps(query), capture_output=True, text=True, cwd=ROOT, check=True)
+    return json.loads(out.stdout)
+
+
+def np_loss(images, texts, s_log):
+    ui = images / np.linalg.norm(images, axis=1, keepdims=True)
+    ut = texts / np.linalg.norm(texts, axis=1, keepdims=True)
+    logits = np.exp(s_log) * ui @ ut.T
+    rows = logits - logsumexp(logits, axis=1, keepdims=True)
+    cols = logits - logsumexp(logits, axis=0, keepdims=True)
+    return -(np.trace(rows) + np.trace(cols)) / (2 * len(images))
+
+
+def np_grad(images, texts, s_log):
+    """Analytic gradients in numpy (used by the numpy training run)."""
+    n = len(images)
+    ni = np.linalg.norm(images, axis=1, keepdims=True)
+    nt = np.linalg.norm(texts, axis=1, keepdims=True)
+    ui, ut = images / ni, texts / nt
+    s = np.exp(s_log)
+    cos = ui @ ut.T
+    logits = s * cos
+    pr = np.exp(logits - logsumexp(logits, axis=1, keepdims=True))
+    pc = np.exp(logits - logsumexp(logits, axis=0, keepdims=True))
+    g = 0.5 * (pr - np.eye(n) + pc - np.eye(n)) / n
+    dui, dut = s * g @ ut, s * g.T @ ui
+    back = lambda u, du, nrm: (du - u * np.sum(u * du, axis=1, keepdims=True)) / nrm  # noqa: E731
+    return back(ui, dui, ni), back(ut, dut, nt), float(np.sum(g * cos) * s)
+
+
+def fd(f, x, h=1e-6):
+    g = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        p, m = x.copy(), x.copy()
+        p[idx] += h
+        m[idx] -= h
+        g[idx] = (f(p) - f(m)) / (2 * h)
+    return g
+
+
+def gradients():
+    rng = np.random.default_rng(3)
+    n, d, s_log = 6, 5, math.log(20.0)
+    im, tx = rng.standard_normal((n, d)), rng.standard_normal((n, d))
+    r = rust({"op": "contrastive", "dim": d, "images": im.ravel().tolist(), "texts": tx.ravel().tolist(), "logit_scale": s_log})
+    gi = fd(lambda x: np_loss(x, tx, s_log), im)
+    gt = fd(lambda x: np_loss(im, x, s_log), tx)
+    gs = (np_loss(im, tx, s_log + 1e-6) - np_loss(im, tx, s_log - 1e-6)) / 2e-6
+    err = max(np.max(np.abs(np.array(r["d_images"]).reshape(n, d) - gi)), np.max(np.abs(np.array(r["d_texts"]).reshape(n, d) - gt)),
+              abs(r["d_logit_scale"] - gs))
+    check("contrastive loss: Rust's loss equals numpy's, its gradients equal numpy finite differences",
+          abs(r["loss"] - np_loss(im, tx, s_log)) < 1e-12 and err < 1e-6, f"loss Δ {abs(r['loss'] - np_loss(im, tx, s_log)):.1e}, max gradient Δ {err:.1e}")
+    hidden, alpha = 3, 0.6
+    x, w1, w2, dy = rng.standard_normal((n, d)), rng.standard_normal((hidden, d)), rng.standard_normal((d, hidden)), rng.standard_normal((n, d))
+    r = rust({"op": "adapter", "dim": d, "hidden": hidden, "alpha": alpha, "x": x.ravel().tolist(), "w1": w1.ravel().tolist(),
+              "w2": w2.ravel().tolist(), "dy": dy.ravel().tolist()})
+    fwd = lambda a, b: x + alpha * np.maximum(x @ a.T, 0) @ b.T  # noqa: E731
+    g1 = fd(lambda a: np.sum(fwd(a, w2) * dy), w1)
+    g2 = fd(lambda b: np.sum(fwd(w1, b) * dy), w2)
+    err = max(np.max(np.abs(np.array(r["dw1"]).reshape(hidden, d) - g1)), np.max(np.abs(np.array(r["dw2"]).reshape(d, hidden) - g2)))
+    check("residual adapter: forward equals numpy, backward equals numpy finite differences",
+          np.max(np.abs(np.array(r["y"]).reshape(n, d) - fwd(w1, w2))) < 1e-12 and err < 1e-6, f"max gradient Δ {err:.1e}")
+
+
+class SplitMix64:
+    M = (1 << 64) - 1
+
+    def __init__(self, seed):
+        self.s = seed
+
+    def u64(self):
+        self.s = (self.s + 0x9E3779B97F4A7C15) & self.M
+        z = self.s
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & self.M
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & self.M
+        return z ^ (z >> 31)
+
+    def f64(self):
+        return (self.u64() >> 11) / float(1 << 53)
+
+    def shuffle(self, v):
+        for i in range(len(v) - 1, 0, -1):
+            j = self.u64() % (i + 1)
+            v[i], v[j] = v[j], v[i]
+
+
+class Adam:
+    def __init__(self, shape, lr, decay):
+        self.lr, self.decay, self.m, self.v, self.t = lr, decay, np.zeros(shape), np.zeros(shape), 0
+
+    def step(self, p, g, anchor):
+        self.t += 1
+        self.m = 0.9 * self.m + 0.1 * g
+        self.v = 0.999 * self.v + 0.001 * g * g
+        upd = (self.m / (1 - 0.9 ** self.t)) / (np.sqrt(self.v / (1 - 0.999 ** self.t)) + 1e-8)
+        return p - self.lr * (upd + self.decay * (p - anchor))
+
+
+def np_train(im, tx, o):
+    n, d = im.shape
+    rng = SplitMix64(o["seed"])
+    order = list(range(n))
+    rng.shuffle(order)
+    n_val = min(max(int(math.floor(n * o["val_fraction"] + 0.5)), 2), n - 2)
+    val, train = order[:n_val], order[n_val:]
+    h = o["hidden"] or max(d // 4, 1)
+    bound = 1 / math.sqrt(d)
+    w = {}
+    for tower in ("image", "text"):
+        w[tower + "_w1"] = np.array([(rng.f64() * 2 - 1) * bound for _ in range(h * d)]).reshape(h, d)
+        w[tower + "_w2"] = np.zeros((d, h))
+    anchor = {k: v.copy() for k, v in w.items()}
+    opt = {k: Adam(v.shape, o["lr"], o["pull"]) for k, v in w.items()}
+    fwd = lambda x, t: x + o["alpha"] * np.maximum(x @ w[t + "_w1"].T, 0) @ w[t + "_w2"].T  # noqa: E731
+    vloss = lambda: np_loss(fwd(im[val], "image"), fwd(tx[val], "text"), o["logit_scale"])  # noqa: E731
+    best, best_w, best_epoch, stale, losses = vloss(), {k: v.copy() for k, v in w.items()}, 0, 0, []
+    for epoch in range(1, o["epochs"] + 1):
+        rng.shuffle(train)
+        for b in range(0, len(train), o["batch_size"]):
+            batch = train[b:b + o["batch_size"]]
+            if len(batch) < 2:
+                continue
+            grads = {}
+            ys, pres = {}, {}
+            for t, x in (("image", im[batch]), ("text", tx[batch])):
+                pres[t] = x @ w[t + "_w1"].T
+                ys[t] = x + o["alpha"] * np.maximum(pres[t], 0) @ w[t + "_w2"].T
+            dyi, dyt, _ = np_grad(ys["image"], ys["text"], o["logit_scale"])
+            for t, x, dy in (("image", im[batch], dyi), ("text", tx[batch], dyt)):
+                post = np.maximum(pres[t], 0)
+                grads[t + "_w2"] = o["alpha"] * dy.T @ post
+                grads[t + "_w1"] = ((o["alpha"] * dy @ w[t + "_w2"]) * (pres[t] > 0)).T @ x
+            for k in ("image_w1", "image_w2", "text_w1", "text_w2"):
+                w[k] = opt[k].step(w[k], grads[k], anchor[k])
+        vl = vloss()
+        losses.append(vl)
+        if vl < best * (1 - o["min_delta"]):
+            best, best_w, best_epoch, stale = vl, {k: v.copy() for k, v in w.items()}, epoch, 0
+        else:
+            stale += 1
+        if stale >= o["patience"]:
+            break
+    return best_w, best_epoch, losses
+
+
+def training_run():
+    rng = np.random.default_rng(11)
+    n, d = 120, 12
+    im = rng.standard_normal((n, d))
+    tx = im @ rng.standard_normal((d, d)) / math.sqrt(d) + 0.1 * rng.standard_normal((n, d))
+    o = {"epochs": 6, "batch_size": 32, "lr": 3e-3, "pull": 1e-2, "alpha": 1.0, "hidden": 6, "val_fraction": 0.25, "seed": 42,
+         "patience": 3, "min_delta": 1e-3, "logit_scale": math.log(100.0), "learn_logit_scale": False}
+    r = rust({"op": "train", "dim": d, "images": im.ravel().tolist(), "texts": tx.ravel().tolist(), "options": o})
+    want, best_epoch, losses = np_train(im, tx, o)
+    err = max(float(np.max(np.abs(np.array(r[k]).reshape(want[k].shape) - want[k]))) for k in want)
+    check("a whole training run (seeded split and shuffles, minibatches, AdamW, early stopping) equals numpy's: weights within 1e-4",
+          err < 1e-4 and r["best_epoch"] == best_epoch and np.allclose(r["val_losses"], losses, rtol=1e-9),
+          f"max weight Δ {err:.1e}; best epoch {r['best_epoch']} vs {best_epoch}; {len(losses)} epochs")
+
+
+gradients()
+training_run()
+finish()
