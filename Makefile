@@ -14,5 +14,7 @@ bench:
 	cargo bench -p biomedclip-core
 
 clean-demo:
+	-[ -f .api/pid ] && kill $$(cat .api/pid)
+	rm -rf .api
 	bash scripts/pg_cluster.sh stop .pgdata || true
 	rm -rf .pgdata

@@ -24,3 +24,24 @@ bash scripts/pg_cluster.sh reachable "$SHARED/dicom"
 echo "demo: cluster running in $PGDATA_DIR on 127.0.0.1:$PORT (stop it with: make clean-demo)"
 psql -X -q -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -v shared="$SHARED" -f scripts/demo.sql
 echo "demo: connect with: psql -h 127.0.0.1 -p $PORT -U postgres"
+
+# The API service and its search page, as the role demo_reader (a token valid for 12 hours).
+API_DIR="$ROOT/.api"
+API_PORT=${DEMO_API_PORT:-55480}
+mkdir -p "$API_DIR"
+if [ -f "$API_DIR/pid" ]; then kill "$(cat "$API_DIR/pid")" 2>/dev/null || true; fi
+[ -f "$API_DIR/jwt_secret" ] || head -c 48 /dev/urandom | base64 | tr -d '\n' > "$API_DIR/jwt_secret"
+chmod 600 "$API_DIR/jwt_secret"
+cat > "$API_DIR/api.toml" <<TOML
+listen = "127.0.0.1:$API_PORT"
+database = "host=127.0.0.1 port=$PORT user=biomedclip_authenticator dbname=postgres"
+[jwt]
+hs256_secret_file = "$API_DIR/jwt_secret"
+TOML
+nohup target/bin/biomedclip-api --config "$API_DIR/api.toml" > "$API_DIR/api.log" 2>&1 &
+echo $! > "$API_DIR/pid"
+token=$(target/pyenv/bin/python -c "import jwt, time, sys; print(jwt.encode({'role': 'demo_reader', 'exp': int(time.time()) + 43200}, open(sys.argv[1], 'rb').read(), algorithm='HS256'))" "$API_DIR/jwt_secret")
+for _ in $(seq 50); do curl -fs "http://127.0.0.1:$API_PORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+echo "demo: the search page is at http://127.0.0.1:$API_PORT/ (API log: $API_DIR/api.log)"
+echo "demo: sign in with this token (role demo_reader, 12 hours):"
+echo "$token"

@@ -115,3 +115,25 @@ SELECT file, emb IS NOT NULL AS embedded FROM demo_dicom ORDER BY file;
 \lo_import :shared/dicom/CT1_UNC.dcm
 SELECT (biomedclip_embed_dicom(lo_get(:LASTOID), 'lung') = (SELECT emb FROM demo_dicom WHERE file = 'CT1_UNC.dcm')) AS same_as_server_file;
 SELECT lo_unlink(:LASTOID) AS unlinked;
+
+\echo '--- 13. search for apps: a registered collection, searched as a role under its privileges; the API serves it'
+ALTER TABLE demo_images ADD COLUMN IF NOT EXISTS thumb bytea;
+UPDATE demo_images SET thumb = pg_read_binary_file(:'shared' || '/medpix/images/' || image);
+SELECT biomedclip_register_collection('medpix', 'demo_images', 'image', 'img_emb', ARRAY['modality', 'caption'], 'thumb', replace => true);
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'biomedclip_authenticator') THEN
+        CREATE ROLE biomedclip_authenticator LOGIN NOINHERIT;  -- the API connects as this role only
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'demo_reader') THEN
+        CREATE ROLE demo_reader NOLOGIN;                        -- the role a demo token names
+    END IF;
+END $$;
+GRANT demo_reader TO biomedclip_authenticator;
+GRANT SELECT ON demo_images TO demo_reader;
+SELECT count(*) AS functions_granted FROM biomedclip_grant('demo_reader', 'analyst');
+SELECT count(*) AS functions_granted FROM biomedclip_grant('demo_reader', 'monitor');
+ALTER DATABASE postgres SET biomedclip.query_log = on;
+SET ROLE demo_reader;
+SELECT rank, id, round(distance::numeric, 4) AS distance, display ->> 'modality' AS modality
+FROM biomedclip_search('medpix', '{"text": "axial CT of the chest"}', 5);
+RESET ROLE;

@@ -10,6 +10,8 @@ bash scripts/setup.sh
 
 echo "== library crate tests (cargo test)"
 cargo test --release -p biomedclip-core
+echo "== fine-tuning against numpy (gradients, a whole training run)"
+target/pyenv/bin/python tests/finetune_reference.py
 
 echo "== extension tests (cargo pgrx test)"
 pgdata=$(mktemp -d /tmp/biomedclip-pgrx-test.XXXXXX)
@@ -19,6 +21,8 @@ cargo pgrx test pg15 --runas postgres --pgdata "$pgdata/data"
 
 echo "== install the release build"
 bash scripts/install.sh
+echo "== API crate tests (configuration, JWT checks, error statuses, metrics format)"
+cargo test --profile service -p biomedclip-api --quiet
 
 echo "== SQL regression tests (pg_regress) and script suites"
 bash scripts/regress.sh

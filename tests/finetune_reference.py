@@ -4,7 +4,9 @@
    differences of numpy's own implementation of the loss;
 2. the residual adapter's backward pass against finite differences of numpy's forward pass;
 3. a whole training run (seeded split and shuffles, minibatches, AdamW with the anchored pull,
-   early stopping) against a numpy implementation of the same algorithm: weights within 1e-4.
+   early stopping) against a numpy implementation of the same algorithm: weights within 1e-4;
+4. the linear probe against scikit-learn's LogisticRegression (multinomial, L2, with and without
+   balanced class weights): coefficients and probabilities within 1e-4.
 
 The Rust side runs through the finetune_reference example (JSON on stdin and stdout).
 Usage: finetune_reference.py
@@ -184,6 +186,27 @@ def training_run():
           f"max weight Δ {err:.1e}; best epoch {r['best_epoch']} vs {best_epoch}; {len(losses)} epochs")
 
 
+def probes():
+    from sklearn.linear_model import LogisticRegression
+    rng = np.random.default_rng(21)
+    n, d, k = 600, 10, 4
+    centers = rng.standard_normal((k, d)) * 1.5
+    y = rng.choice(k, size=n, p=[0.5, 0.25, 0.15, 0.1])
+    x = centers[y] + rng.standard_normal((n, d))
+    worst = []
+    for c, balanced in ((1.0, False), (0.05, True)):
+        r = rust({"op": "probe", "dim": d, "x": x.ravel().tolist(), "labels": y.tolist(), "classes": k, "C": c, "balanced": balanced})
+        sk = LogisticRegression(C=c, class_weight="balanced" if balanced else None, tol=1e-12, max_iter=10000).fit(x, y)
+        coef = np.abs(np.array(r["coef"]).reshape(k, d) - sk.coef_).max()
+        icpt = np.abs(np.array(r["intercept"]) - sk.intercept_).max()
+        prob = np.abs(np.array(r["probabilities"]) - sk.predict_proba(x)).max()
+        worst.append((c, balanced, coef, icpt, prob, r["converged"]))
+    ok = all(w[2] < 1e-4 and w[3] < 1e-4 and w[4] < 1e-4 and w[5] for w in worst)
+    check("linear probe = scikit-learn LogisticRegression (C 1 and C 0.05 with balanced class weights): coefficients, intercepts, probabilities within 1e-4",
+          ok, "; ".join(f"C={w[0]} balanced={w[1]}: Δcoef {w[2]:.1e} Δintercept {w[3]:.1e} Δprob {w[4]:.1e}" for w in worst))
+
+
 gradients()
 training_run()
+probes()
 finish()

@@ -33,7 +33,7 @@ INSERT INTO ct_slices VALUES (7, pg_read_binary_file('{SHARED}/dicom/CT1_UNC.dcm
 CREATE TABLE slides (slide_id int, svs bytea);
 INSERT INTO slides VALUES (1, pg_read_binary_file('{SHARED}/wsi/CMU-1-Small-Region.svs'));
 """
-ROLES = ["radiology_analyst", "ml_steward", "compliance", "loader"]
+ROLES = ["radiology_analyst", "ml_steward", "compliance", "loader", "biomedclip_authenticator"]
 
 
 def sql_blocks():

@@ -25,10 +25,8 @@ pub struct EmbeddingResponse {
 
 #[utoipa::path(post, path = "/v1/embed/text", request_body = EmbedTextRequest, responses((status = 200, body = EmbeddingResponse)), security(("bearer" = [])))]
 pub async fn embed_text(State(app): State<Arc<App>>, headers: HeaderMap, Json(req): Json<EmbedTextRequest>) -> Result<Json<EmbeddingResponse>, ApiError> {
-    let mut s = app.session(&headers).await?;
     let sql = format!("SELECT {}($1)::pg_catalog.float4[]", app.f("biomedclip_embed_text"));
-    let row = s.client().query_one(&sql, &[&req.text]).await?;
-    s.commit().await?;
+    let row = app.query_one(&headers, &sql, &[&req.text]).await?;
     let embedding: Vec<f32> = row.get(0);
     Ok(Json(EmbeddingResponse { dims: embedding.len(), embedding }))
 }
@@ -67,17 +65,16 @@ async fn upload(req: Request) -> Result<(Option<String>, Vec<u8>), ApiError> {
     responses((status = 200, body = EmbeddingResponse), (status = 413, description = "over the body limit")), security(("bearer" = [])))]
 pub async fn embed_image(State(app): State<Arc<App>>, headers: HeaderMap, Query(p): Query<ImageParams>, req: Request) -> Result<Json<EmbeddingResponse>, ApiError> {
     // The token is checked before the body is read.
-    let mut s = app.session(&headers).await?;
+    app.role(&headers)?;
     let (kind, bytes) = upload(req).await?;
     let row = if is_dicom(kind.as_deref(), &bytes) {
         let sql = format!("SELECT {}($1, $2, $3)::pg_catalog.float4[]", app.f("biomedclip_embed_dicom"));
         let window = p.window.unwrap_or_else(|| "auto".into());
-        s.client().query_one(&sql, &[&bytes, &window, &p.frame.unwrap_or(0)]).await?
+        app.query_one(&headers, &sql, &[&bytes, &window, &p.frame.unwrap_or(0)]).await?
     } else {
         let sql = format!("SELECT {}($1)::pg_catalog.float4[]", app.f("biomedclip_embed_image"));
-        s.client().query_one(&sql, &[&bytes]).await?
+        app.query_one(&headers, &sql, &[&bytes]).await?
     };
-    s.commit().await?;
     let embedding: Vec<f32> = row.get(0);
     Ok(Json(EmbeddingResponse { dims: embedding.len(), embedding }))
 }
@@ -104,7 +101,6 @@ pub struct ZeroShotRow {
 
 #[utoipa::path(post, path = "/v1/zero-shot", request_body = ZeroShotRequest, responses((status = 200, body = [ZeroShotRow])), security(("bearer" = [])))]
 pub async fn zero_shot(State(app): State<Arc<App>>, headers: HeaderMap, Json(req): Json<ZeroShotRequest>) -> Result<Json<Vec<ZeroShotRow>>, ApiError> {
-    let mut s = app.session(&headers).await?;
     let templates = req.templates.unwrap_or_else(|| vec!["this is a photo of {}".into()]);
     let zs = app.f("biomedclip_zero_shot");
     let rows = match (req.image, req.embedding) {
@@ -112,14 +108,13 @@ pub async fn zero_shot(State(app): State<Arc<App>>, headers: HeaderMap, Json(req
             let bytes = base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|e| ApiError::bad_request(format!("image is not valid base64: {e}")))?;
             let embed = if is_dicom(None, &bytes) { app.f("biomedclip_embed_dicom") } else { app.f("biomedclip_embed_image") };
             let sql = format!("SELECT label, probability, logit, rank FROM {zs}({embed}($1), $2, $3, $4)");
-            s.client().query(&sql, &[&bytes, &req.labels, &templates, &req.calibration]).await?
+            app.query(&headers, &sql, &[&bytes, &req.labels, &templates, &req.calibration]).await?
         }
         (None, Some(v)) => {
             let sql = format!("SELECT label, probability, logit, rank FROM {zs}($1::pg_catalog.float4[]::{}.embedding, $2, $3, $4)", app.db.ext);
-            s.client().query(&sql, &[&v, &req.labels, &templates, &req.calibration]).await?
+            app.query(&headers, &sql, &[&v, &req.labels, &templates, &req.calibration]).await?
         }
         _ => return Err(ApiError::bad_request("give exactly one of \"image\" and \"embedding\"")),
     };
-    s.commit().await?;
     Ok(Json(rows.iter().map(|r| ZeroShotRow { label: r.get(0), probability: r.get(1), logit: r.get(2), rank: r.get(3) }).collect()))
 }

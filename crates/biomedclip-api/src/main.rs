@@ -26,6 +26,7 @@ use axum::http::{header, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 use std::sync::Arc;
 
@@ -100,6 +101,10 @@ async fn main() {
         }
         None => {
             eprintln!("biomedclip-api: listening on http://{local}/");
+            // Small JSON answers go out at once (no Nagle delay behind the client's delayed ACK).
+            let tcp = tcp.tap_io(|s| {
+                let _ = s.set_nodelay(true);
+            });
             axum::serve(tcp, router).with_graceful_shutdown(shutdown_signal()).await.unwrap_or_else(|e| fail(e.to_string()));
         }
     }

@@ -13,9 +13,7 @@ use utoipa::IntoParams;
 
 #[utoipa::path(get, path = "/v1/model", responses((status = 200, description = "biomedclip_model_info() of the server, and the API's version")), security(("bearer" = [])))]
 pub async fn model(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    let mut s = app.session(&headers).await?;
-    let row = s.client().query_one(&format!("SELECT {}()", app.f("biomedclip_model_info")), &[]).await?;
-    s.commit().await?;
+    let row = app.query_one(&headers, &format!("SELECT {}()", app.f("biomedclip_model_info")), &[]).await?;
     let info: Value = row.get(0);
     Ok(Json(json!({"model": info, "api": {"name": "biomedclip-api", "version": env!("CARGO_PKG_VERSION")},
                    "notice": "Decision support and research tooling, not a medical device."})))
@@ -29,10 +27,8 @@ pub struct DriftParams {
 
 #[utoipa::path(get, path = "/v1/drift", params(DriftParams), responses((status = 200, description = "biomedclip_drift_report(window)")), security(("bearer" = [])))]
 pub async fn drift(State(app): State<Arc<App>>, headers: HeaderMap, Query(p): Query<DriftParams>) -> Result<Json<Value>, ApiError> {
-    let mut s = app.session(&headers).await?;
     let window = p.window.unwrap_or_else(|| "7 days".into());
-    let row = s.client().query_one(&format!("SELECT {}($1::pg_catalog.text::pg_catalog.interval, NULL)", app.f("biomedclip_drift_report")), &[&window]).await?;
-    s.commit().await?;
+    let row = app.query_one(&headers, &format!("SELECT {}($1::pg_catalog.text::pg_catalog.interval, NULL)", app.f("biomedclip_drift_report")), &[&window]).await?;
     Ok(Json(row.get(0)))
 }
 

@@ -52,11 +52,9 @@ pub struct SearchResponse {
               (status = 401, description = "missing, forged or expired token, or a role the API cannot act as")),
     security(("bearer" = [])))]
 pub async fn search(State(app): State<Arc<App>>, headers: HeaderMap, Json(req): Json<SearchRequest>) -> Result<Json<SearchResponse>, ApiError> {
-    let mut s = app.session(&headers).await?;
     let sql = format!("SELECT rank, id, distance, display, query_id FROM {}($1, $2, $3, $4)", app.f("biomedclip_search"));
     let filters = req.filters.unwrap_or_else(|| Value::Object(Default::default()));
-    let rows = s.client().query(&sql, &[&req.collection, &req.query, &req.k, &filters]).await?;
-    s.commit().await?;
+    let rows = app.query(&headers, &sql, &[&req.collection, &req.query, &req.k, &filters]).await?;
     let query_id = rows.first().and_then(|r| r.get::<_, Option<i64>>(4));
     let results = rows.iter().map(|r| SearchResult { rank: r.get(0), id: r.get(1), distance: r.get(2), display: r.get(3) }).collect();
     Ok(Json(SearchResponse { query_id, results }))
@@ -81,10 +79,8 @@ pub struct FeedbackResponse {
     responses((status = 200, body = FeedbackResponse), (status = 404, description = "no logged search of this role with that id")),
     security(("bearer" = [])))]
 pub async fn feedback(State(app): State<Arc<App>>, headers: HeaderMap, Json(req): Json<FeedbackRequest>) -> Result<Json<FeedbackResponse>, ApiError> {
-    let mut s = app.session(&headers).await?;
     let sql = format!("SELECT {}($1, $2, $3, $4)", app.f("biomedclip_feedback"));
-    let row = s.client().query_one(&sql, &[&req.query_id, &req.result_id, &req.action, &req.note]).await?;
-    s.commit().await?;
+    let row = app.query_one(&headers, &sql, &[&req.query_id, &req.result_id, &req.action, &req.note]).await?;
     Ok(Json(FeedbackResponse { feedback_id: row.get(0) }))
 }
 
@@ -97,12 +93,9 @@ pub struct CollectionInfo {
 
 #[utoipa::path(get, path = "/v1/collections", responses((status = 200, body = [CollectionInfo])), security(("bearer" = [])))]
 pub async fn collections(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<Vec<CollectionInfo>>, ApiError> {
-    let mut s = app.session(&headers).await?;
-    let rows = s
-        .client()
-        .query("SELECT c.name, c.display_columns::pg_catalog.text[], c.thumbnail IS NOT NULL FROM biomedclip.collections c ORDER BY c.name", &[])
+    let rows = app
+        .query(&headers, "SELECT c.name, c.display_columns::pg_catalog.text[], c.thumbnail IS NOT NULL FROM biomedclip.collections c ORDER BY c.name", &[])
         .await?;
-    s.commit().await?;
     Ok(Json(rows.iter().map(|r| CollectionInfo { name: r.get(0), display_columns: r.get(1), has_thumbnail: r.get(2) }).collect()))
 }
 
@@ -111,10 +104,8 @@ pub async fn collections(State(app): State<Arc<App>>, headers: HeaderMap) -> Res
     responses((status = 200, description = "image bytes"), (status = 404, description = "no thumbnail, or the row is not visible to this role")),
     security(("bearer" = [])))]
 pub async fn thumbnail(State(app): State<Arc<App>>, headers: HeaderMap, Path((collection, id)): Path<(String, String)>) -> Result<Response, ApiError> {
-    let mut s = app.session(&headers).await?;
     let sql = format!("SELECT {}($1, $2)", app.f("biomedclip_thumbnail"));
-    let row = s.client().query_one(&sql, &[&collection, &id]).await?;
-    s.commit().await?;
+    let row = app.query_one(&headers, &sql, &[&collection, &id]).await?;
     let Some(bytes) = row.get::<_, Option<Vec<u8>>>(0) else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no thumbnail"));
     };

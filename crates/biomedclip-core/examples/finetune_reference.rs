@@ -3,10 +3,11 @@
 //! finite differences of numpy's own forward pass, and a whole training run against a numpy
 //! implementation of the same algorithm.
 //!
-//! stdin: {"op": "contrastive" | "adapter" | "train", ...}; stdout: the results.
+//! stdin: {"op": "contrastive" | "adapter" | "train" | "probe", ...}; stdout: the results.
 
 use biomedclip_core::finetune::adapter::ResidualAdapter;
 use biomedclip_core::finetune::contrastive;
+use biomedclip_core::finetune::probe::{self, ProbeOptions};
 use biomedclip_core::finetune::train::{train_residual, TrainOptions};
 use serde_json::{json, Value};
 use std::io::Read;
@@ -59,6 +60,15 @@ fn main() {
                    "logit_scale": r.logit_scale, "best_epoch": r.best_epoch,
                    "val_losses": r.epochs.iter().map(|e| e.val_loss).collect::<Vec<_>>(),
                    "val_after_i2t_r1": r.val_after.i2t_r1, "val_after_t2i_mrr": r.val_after.t2i_mrr})
+        }
+        "probe" => {
+            let labels: Vec<usize> = q["labels"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+            let classes = q["classes"].as_u64().unwrap() as usize;
+            let opts = ProbeOptions { c: q["C"].as_f64().unwrap(), balanced: q["balanced"].as_bool().unwrap(), ..Default::default() };
+            let x = floats(&q["x"]);
+            let (p, converged) = probe::fit(&x, &labels, dim, classes, &opts).expect("fit");
+            let probs: Vec<Vec<f64>> = (0..labels.len()).map(|i| p.probabilities(&x[i * dim..(i + 1) * dim])).collect();
+            json!({"coef": p.coef, "intercept": p.intercept, "converged": converged, "probabilities": probs})
         }
         other => panic!("unknown op {other}"),
     };

@@ -61,6 +61,14 @@ SELECT has_function_privilege('priv_job', 'biomedclip_save_calibration(text, jso
 SELECT count(*) AS revoked FROM biomedclip_revoke('priv_job', 'steward');
 SELECT count(*) FILTER (WHERE has_function_privilege('priv_job', f, 'EXECUTE')) AS still_executable
 FROM biomedclip_job_functions('steward') f;
+-- 'monitor': the drift report and SELECT on the query log and its feedback; revoke takes both back.
+SELECT count(*) AS granted FROM biomedclip_grant('priv_job', 'monitor');
+SELECT has_table_privilege('priv_job', 'biomedclip.query_log', 'SELECT') AS log,
+       has_table_privilege('priv_job', 'biomedclip.query_feedback', 'SELECT') AS feedback,
+       has_function_privilege('priv_job', 'biomedclip_drift_report(interval, tstzrange)', 'EXECUTE') AS drift;
+SELECT count(*) AS revoked FROM biomedclip_revoke('priv_job', 'monitor');
+SELECT has_table_privilege('priv_job', 'biomedclip.query_log', 'SELECT') AS log,
+       has_function_privilege('priv_job', 'biomedclip_drift_report(interval, tstzrange)', 'EXECUTE') AS drift;
 SELECT count(*) FROM biomedclip_grant('priv_job', 'janitor');
 DROP ROLE priv_job;
 DROP TABLE priv_t;

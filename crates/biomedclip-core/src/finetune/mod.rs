@@ -1,9 +1,12 @@
 //! Light fine-tuning on stored embeddings, with the backbone frozen: residual adapters trained
-//! with the symmetric contrastive loss and AdamW. Everything is f64, single-threaded and summed
+//! with the symmetric contrastive loss and AdamW, and linear probes (multinomial logistic
+//! regression by L-BFGS). Everything is f64, single-threaded and summed
 //! in a fixed order, so the same inputs, options and seed give bit-identical weights.
 
 pub mod adapter;
 pub mod contrastive;
+pub mod lbfgs;
+pub mod probe;
 pub mod train;
 
 /// SplitMix64 (Steele, Lea & Flood 2014): the seeded generator for initial weights, splits and
