@@ -94,6 +94,9 @@ fi
 echo "== search for apps: collections, biomedclip_search under RLS, query log (HMAC), feedback, drift report"
 "$ROOT/target/pyenv/bin/python" tests/search_suite.py "$PORT" "$work/data"
 
+echo "== linear probes in SQL against scikit-learn, run audit, RLS, reproducibility, tampering"
+"$ROOT/target/pyenv/bin/python" tests/finetune_suite.py "$PORT"
+
 echo "== upgrade from the previous release, pg_dump and restore"
 "$ROOT/target/pyenv/bin/python" tests/upgrade_suite.py "$PORT"
 

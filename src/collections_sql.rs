@@ -54,12 +54,13 @@ fn biomedclip_register_collection(
 #[pg_extern(sql = false)]
 fn biomedclip_drop_collection(name: &str) -> bool {
     let ext = extension_info();
-    // As the caller: may this role drop it?
+    // As the caller: may this role drop it? (Its table's owner, a superuser, or, when the table is
+    // gone, whoever registered it.)
     let allowed = with_pinned_search_path(|| {
         Spi::get_one_with_args::<bool>(
             "SELECT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER) \
-                    OR pg_catalog.pg_has_role(CURRENT_USER, k.relowner, 'USAGE') \
-             FROM biomedclip.collections c JOIN pg_catalog.pg_class k ON k.oid OPERATOR(pg_catalog.=) c.table_oid \
+                    OR COALESCE(pg_catalog.pg_has_role(CURRENT_USER, k.relowner, 'USAGE'), c.registered_by OPERATOR(pg_catalog.=) CURRENT_USER) \
+             FROM biomedclip.collections c LEFT JOIN pg_catalog.pg_class k ON k.oid OPERATOR(pg_catalog.=) c.table_oid \
              WHERE c.name OPERATOR(pg_catalog.=) $1",
             &[name.into()],
         )

@@ -17,6 +17,7 @@ mod ivf;
 mod model_cache;
 mod model_registry;
 mod pinned_search_path;
+mod probe_sql;
 mod query_log_sql;
 mod search_sql;
 mod settings;
@@ -33,6 +34,7 @@ extension_sql_file!("../sql/zero_shot.sql", name = "zero_shot", finalize);
 extension_sql_file!("../sql/medical_images.sql", name = "medical_images", requires = ["model_functions"]);
 extension_sql_file!("../sql/ivf.sql", name = "ivf", requires = ["vector_types"]);
 extension_sql_file!("../sql/search.sql", name = "search", requires = ["model_functions", "medical_images"]);
+extension_sql_file!("../sql/finetune.sql", name = "finetune", requires = ["search"]);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

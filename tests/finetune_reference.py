@@ -22,6 +22,7 @@ from scipy.special import logsumexp
 
 sys.path.insert(0, os.path.dirname(__file__))
 from suite import ROOT, check, finish  # noqa: E402
+from splitmix import SplitMix64  # noqa: E402
 
 
 def rust(query):
@@ -88,28 +89,6 @@ def gradients():
     err = max(np.max(np.abs(np.array(r["dw1"]).reshape(hidden, d) - g1)), np.max(np.abs(np.array(r["dw2"]).reshape(d, hidden) - g2)))
     check("residual adapter: forward equals numpy, backward equals numpy finite differences",
           np.max(np.abs(np.array(r["y"]).reshape(n, d) - fwd(w1, w2))) < 1e-12 and err < 1e-6, f"max gradient Δ {err:.1e}")
-
-
-class SplitMix64:
-    M = (1 << 64) - 1
-
-    def __init__(self, seed):
-        self.s = seed
-
-    def u64(self):
-        self.s = (self.s + 0x9E3779B97F4A7C15) & self.M
-        z = self.s
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & self.M
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & self.M
-        return z ^ (z >> 31)
-
-    def f64(self):
-        return (self.u64() >> 11) / float(1 << 53)
-
-    def shuffle(self, v):
-        for i in range(len(v) - 1, 0, -1):
-            j = self.u64() % (i + 1)
-            v[i], v[j] = v[j], v[i]
 
 
 class Adam:

@@ -33,7 +33,9 @@ INSERT INTO ct_slices VALUES (7, pg_read_binary_file('{SHARED}/dicom/CT1_UNC.dcm
 CREATE TABLE slides (slide_id int, svs bytea);
 INSERT INTO slides VALUES (1, pg_read_binary_file('{SHARED}/wsi/CMU-1-Small-Region.svs'));
 """
-ROLES = ["radiology_analyst", "ml_steward", "compliance", "loader", "biomedclip_authenticator"]
+ROLES = ["radiology_analyst", "ml_steward", "compliance", "loader"]
+# Roles the README itself creates: dropped before and after, never pre-created.
+README_ROLES = ["biomedclip_authenticator"]
 
 
 def sql_blocks():
@@ -49,6 +51,8 @@ def statements(block):
 def main():
     with psycopg.connect(host="127.0.0.1", port=PORT, user="postgres", dbname="postgres", autocommit=True) as c:
         c.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+        for r in README_ROLES:
+            c.execute(f"DROP ROLE IF EXISTS {r}")
         for r in ROLES:
             c.execute(f"DROP ROLE IF EXISTS {r}")
             c.execute(f"CREATE ROLE {r}")
@@ -75,8 +79,8 @@ def main():
         images = c.execute("SELECT count(*), count(emb) FROM images").fetchone()
     with psycopg.connect(host="127.0.0.1", port=PORT, user="postgres", dbname="postgres", autocommit=True) as c:
         c.execute(f"DROP DATABASE {DB} WITH (FORCE)")
-        for r in ROLES:
-            c.execute(f"DROP ROLE {r}")
+        for r in README_ROLES + ROLES:
+            c.execute(f"DROP ROLE IF EXISTS {r}")
     for line in skipped:
         print("  skipped:", line)
     check("every SQL statement of the README runs verbatim", not failures and ran >= 25,

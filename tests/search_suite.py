@@ -195,6 +195,14 @@ def thumbnails_and_registry():
         png = admin.execute("SELECT biomedclip_thumbnail('studies_dicom', '0')").fetchone()[0]
         want = admin.execute("SELECT biomedclip_render_dicom(dicom, 'lung') FROM studies WHERE id = 0").fetchone()[0]
         check("a superuser registers a thumbnail expression (a DICOM rendered with a window)", png == want and png[:4] == b"\x89PNG", f"{len(png or b'')} bytes")
+        admin.execute("CREATE TABLE gone (id int, emb embedding(512))")
+        admin.execute("ALTER TABLE gone OWNER TO owner_x")
+        connect("owner_x").execute("SELECT biomedclip_register_collection('gone', 'gone', 'id', 'emb', ARRAY[]::text[])")
+        admin.execute("DROP TABLE gone")
+        searched = sqlstate(connect("owner_x"), "SELECT * FROM biomedclip_search('gone', '{\"embedding\": [1]}')")
+        dropped = connect("owner_x").execute("SELECT biomedclip_drop_collection('gone')").fetchone()[0]
+        check("a collection whose table was dropped: searching it is 42P01; whoever registered it can still drop it",
+              searched == "42P01" and dropped is True, f"{searched} {dropped}")
         check("another role cannot drop a collection (42501); the owner can",
               sqlstate(connect("ward_a"), "SELECT biomedclip_drop_collection('owned')") == "42501"
               and connect("owner_x").execute("SELECT biomedclip_drop_collection('owned')").fetchone()[0] is True, "")

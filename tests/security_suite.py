@@ -47,6 +47,7 @@ DECISIONS = {
     "biomedclip_job_functions": "public", "biomedclip_grant": "deny", "biomedclip_revoke": "deny",
     "biomedclip_register_collection": "deny", "biomedclip_drop_collection": "deny", "biomedclip_search": "deny",
     "biomedclip_thumbnail": "deny", "biomedclip_feedback": "deny", "biomedclip_drift_report": "deny",
+    "biomedclip_train_probe": "deny", "biomedclip_probe": "deny",
 }
 
 
@@ -100,6 +101,9 @@ CALLS = {
     "biomedclip_thumbnail": ("SELECT biomedclip_thumbnail('sec', '1')", ()),
     "biomedclip_feedback": ("SELECT biomedclip_feedback((SELECT max(query_id) FROM biomedclip.query_log), '1', 'click')", ()),
     "biomedclip_drift_report": ("SELECT biomedclip_drift_report('1 day')", ()),
+    "biomedclip_train_probe": ("SELECT biomedclip_train_probe('sec_probe', 'SELECT id AS example_id, emb AS embedding, label FROM public.sec_items', "
+                               "'{\"replace\": true}')", ()),
+    "biomedclip_probe": ("SELECT count(*) FROM biomedclip_probe('sec_probe', biomedclip_embed_text('x'))", ()),
 }
 # Called only through the aggregates above.
 INTERNAL = {"biomedclip_calibration_accum", "biomedclip_fit_temperature_final", "biomedclip_reliability_final",
@@ -157,7 +161,8 @@ def setup():
     with connect("attacker") as c:
         c.execute(TRAPS)
         c.execute("CREATE TABLE public.sec_items (id int, label text, emb embedding(512), thumb bytea)")
-        c.execute("INSERT INTO public.sec_items SELECT i, 'a', biomedclip_embed_text('finding ' || i), '\\x01' FROM generate_series(1, 3) i")
+        c.execute("INSERT INTO public.sec_items SELECT i, CASE WHEN i % 2 = 0 THEN 'a' ELSE 'b' END, biomedclip_embed_text('finding ' || i), '\\x01' "
+                  "FROM generate_series(1, 8) i")
         c.execute("SELECT biomedclip_register_collection('sec', 'public.sec_items', 'id', 'emb', ARRAY['label'], 'thumb')")
     with connect() as c:
         # One logged search of the attacker's (feedback needs one); the log is readable to it for the drift report.

@@ -20,6 +20,7 @@ pub mod preprocess;
 pub mod query_log;
 pub mod rabitq;
 pub mod resample;
+pub mod rng;
 pub mod runtime;
 pub mod service_protocol;
 pub mod slide;

@@ -26,6 +26,17 @@ fn query(i: usize) -> String {
     format!("{a} {b} {c}")
 }
 
+/// All clients' latencies and their error count.
+async fn join(tasks: Vec<tokio::task::JoinHandle<(Vec<f64>, usize)>>) -> (Vec<f64>, usize) {
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, e) = t.await.expect("client task");
+        all.extend(l);
+        errors += e;
+    }
+    (all, errors)
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -70,13 +81,7 @@ async fn api_round(url: &str, token: &str, collection: &str, clients: usize, sec
             (lat, errors)
         }));
     }
-    let (mut all, mut errors) = (Vec::new(), 0);
-    for t in tasks {
-        let (l, e) = t.await.expect("client task");
-        all.extend(l);
-        errors += e;
-    }
-    (all, errors)
+    join(tasks).await
 }
 
 async fn sql_round(conninfo: &str, role: &str, collection: &str, clients: usize, secs: u64, offset: usize) -> (Vec<f64>, usize) {
@@ -102,13 +107,7 @@ async fn sql_round(conninfo: &str, role: &str, collection: &str, clients: usize,
             (lat, errors)
         }));
     }
-    let (mut all, mut errors) = (Vec::new(), 0);
-    for t in tasks {
-        let (l, e) = t.await.expect("client task");
-        all.extend(l);
-        errors += e;
-    }
-    (all, errors)
+    join(tasks).await
 }
 
 #[tokio::main]

@@ -118,7 +118,7 @@ mod tests {
 
     #[test]
     fn starts_as_the_identity() {
-        let mut rng = super::super::SplitMix64::new(7);
+        let mut rng = super::super::SplitMix64::splitmix(7);
         let a = ResidualAdapter::identity(8, 2, 0.5, &mut rng);
         let x: Vec<f64> = (0..16).map(|i| i as f64 * 0.1 - 0.7).collect();
         assert_eq!(a.apply(&x), x);
@@ -126,7 +126,7 @@ mod tests {
 
     #[test]
     fn backward_matches_central_differences() {
-        let mut rng = super::super::SplitMix64::new(3);
+        let mut rng = super::super::SplitMix64::splitmix(3);
         let mut a = ResidualAdapter::identity(4, 3, 0.7, &mut rng);
         a.w2 = (0..12).map(|_| rng.next_f64() - 0.5).collect();
         let x: Vec<f64> = (0..8).map(|_| rng.next_f64() * 2.0 - 1.0).collect();

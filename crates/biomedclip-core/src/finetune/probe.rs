@@ -32,15 +32,14 @@ impl Default for ProbeOptions {
 }
 
 impl Probe {
+    /// The linear scores (logits) of one row.
+    pub fn scores(&self, x: &[f64]) -> Vec<f64> {
+        (0..self.classes).map(|k| self.intercept[k] + self.coef[k * self.dim..(k + 1) * self.dim].iter().zip(x).map(|(w, v)| w * v).sum::<f64>()).collect()
+    }
+
     /// Class probabilities of one row (softmax of the linear scores).
     pub fn probabilities(&self, x: &[f64]) -> Vec<f64> {
-        let scores: Vec<f64> = (0..self.classes)
-            .map(|k| self.intercept[k] + self.coef[k * self.dim..(k + 1) * self.dim].iter().zip(x).map(|(w, v)| w * v).sum::<f64>())
-            .collect();
-        let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let exp: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
-        let z: f64 = exp.iter().sum();
-        exp.into_iter().map(|e| e / z).collect()
+        crate::calibration::softmax(&self.scores(x), 1.0)
     }
 }
 
@@ -124,7 +123,7 @@ mod tests {
         let centers = [(3.0, 0.0), (-3.0, 0.0), (0.0, 3.0)];
         let mut x = Vec::new();
         let mut y = Vec::new();
-        let mut r = super::super::SplitMix64::new(1);
+        let mut r = super::super::SplitMix64::splitmix(1);
         for i in 0..300 {
             let (cx, cy) = centers[i % 3];
             x.push(cx + r.next_f64() - 0.5);

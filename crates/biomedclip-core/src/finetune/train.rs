@@ -122,7 +122,7 @@ pub fn train_residual(images: &[f64], texts: &[f64], dim: usize, opts: &TrainOpt
     if !(opts.lr > 0.0 && opts.batch_size >= 2 && opts.val_fraction > 0.0 && opts.val_fraction < 1.0) {
         return Err("lr must be positive, batch_size at least 2 and val_fraction in (0, 1)".into());
     }
-    let mut rng = SplitMix64::new(opts.seed);
+    let mut rng = SplitMix64::splitmix(opts.seed);
     let mut order: Vec<usize> = (0..n).collect();
     rng.shuffle(&mut order);
     let n_val = ((n as f64 * opts.val_fraction).round() as usize).clamp(2, n - 2);
@@ -193,7 +193,7 @@ mod tests {
     /// Pairs whose texts are a fixed rotation-like mix of the images plus noise: the adapters
     /// must raise held-out recall well above the starting point.
     fn synthetic(n: usize, dim: usize, noise: f64, seed: u64) -> (Vec<f64>, Vec<f64>) {
-        let mut r = SplitMix64::new(seed);
+        let mut r = SplitMix64::splitmix(seed);
         let mut gauss = || {
             let (u1, u2) = (r.next_f64().max(1e-300), r.next_f64());
             (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
@@ -224,7 +224,7 @@ mod tests {
     #[test]
     fn no_signal_no_improvement() {
         let (dim, n) = (16, 300);
-        let mut r = SplitMix64::new(5);
+        let mut r = SplitMix64::splitmix(5);
         let im: Vec<f64> = (0..n * dim).map(|_| r.next_f64() - 0.5).collect();
         let tx: Vec<f64> = (0..n * dim).map(|_| r.next_f64() - 0.5).collect();
         let res = train_residual(&im, &tx, dim, &TrainOptions { epochs: 30, hidden: 16, ..Default::default() }, |_| {}).unwrap();

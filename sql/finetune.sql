@@ -1,0 +1,60 @@
+-- Light fine-tuning on stored embeddings: linear probes (multinomial logistic regression, with
+-- optional tabular EHR features) trained in SQL, with every run recorded for audit.
+
+-- Every training run: who trained what, on which rows (a fingerprint over them), with which
+-- options (as given and as defaulted), the weights' SHA-256 and the metrics. Written only by the
+-- training functions (as the extension's owner); not readable by PUBLIC (the query text may name
+-- patients): grant SELECT to auditors.
+CREATE TABLE biomedclip.training_runs (
+    run_id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind                 text NOT NULL CHECK (kind IN ('probe', 'residual', 'projection')),
+    name                 text NOT NULL,
+    base_model_sha256    text,
+    weights_sha256       text NOT NULL,
+    options_given        jsonb NOT NULL,
+    options_used         jsonb NOT NULL,
+    seed                 bigint NOT NULL,
+    dataset_fingerprint  text NOT NULL,
+    row_counts           jsonb NOT NULL,
+    query                text NOT NULL,
+    metrics              jsonb NOT NULL,
+    status               text NOT NULL CHECK (status IN ('succeeded', 'failed')),
+    trained_by           name NOT NULL,
+    started_at           timestamptz NOT NULL,
+    finished_at          timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    software_version     text NOT NULL
+);
+COMMENT ON TABLE biomedclip.training_runs IS 'Audit record of every probe or adapter training run: options, seed, dataset fingerprint (SHA-256 over the rows in example_id order), row counts, weights SHA-256, metrics, who and when.';
+
+-- The probes themselves: weights with their SHA-256, verified on every use.
+CREATE TABLE biomedclip.probes (
+    name            text PRIMARY KEY,
+    run_id          bigint NOT NULL REFERENCES biomedclip.training_runs (run_id),
+    labels          text[] NOT NULL,
+    dim             integer NOT NULL,
+    features        integer NOT NULL,
+    feature_mean    double precision[] NOT NULL,
+    feature_scale   double precision[] NOT NULL,
+    coef            double precision[] NOT NULL,
+    intercept       double precision[] NOT NULL,
+    temperature     double precision NOT NULL,
+    weights_sha256  text NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE biomedclip.probes IS 'Linear probes trained by biomedclip_train_probe; used through biomedclip_probe (which checks the weights against weights_sha256).';
+
+SELECT pg_catalog.pg_extension_config_dump('biomedclip.training_runs', '');
+SELECT pg_catalog.pg_extension_config_dump('biomedclip.probes', '');
+
+CREATE FUNCTION biomedclip_train_probe(name text, examples_query text, options jsonb DEFAULT '{}') RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'biomedclip_train_probe_wrapper' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION biomedclip_train_probe(text, text, jsonb) IS
+    'Trains a linear probe (L2 multinomial logistic regression, scikit-learn''s objective) on the rows of examples_query, run as the caller: (example_id, embedding, label [, features float8[]]). Options: C (1), class_weight (null or "balanced"), val_fraction (0.2), seed (0), calibrate (true: temperature on the validation rows), replace (false). Records the run in biomedclip.training_runs.';
+
+CREATE FUNCTION biomedclip_probe(name text, embedding embedding, features double precision[] DEFAULT NULL)
+    RETURNS TABLE (label text, probability double precision, rank integer)
+    AS 'MODULE_PATHNAME', 'biomedclip_probe_wrapper' LANGUAGE C STABLE PARALLEL RESTRICTED ROWS 10;
+COMMENT ON FUNCTION biomedclip_probe(text, embedding, double precision[]) IS
+    'The calibrated class probabilities of a trained probe, ranked; features are the tabular values in training order (standardized as in training).';
+
+REVOKE ALL ON FUNCTION biomedclip_train_probe(text, text, jsonb), biomedclip_probe(text, embedding, double precision[]) FROM PUBLIC;

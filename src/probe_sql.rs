@@ -1,0 +1,220 @@
+//! `biomedclip_train_probe` and `biomedclip_probe`: linear probes trained in SQL on the rows the
+//! caller can see (the examples query runs as the caller, so row-level security applies), stored
+//! with their SHA-256 and an audit row, and applied with the stored hash verified on every call.
+//! The algorithm is biomedclip_core::finetune::probe_run.
+
+use crate::extension_owner::{as_extension_owner, current_role_name, extension_info};
+use crate::model_cache::{self, raise};
+use crate::vector_datum::PgVector;
+use biomedclip_core::finetune::probe::{Probe, ProbeOptions};
+use biomedclip_core::finetune::probe_run::{train_probe, Example, ProbeModel, ProbeRunOptions};
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use pgrx::PgSqlErrorCode::*;
+use serde_json::{json, Value};
+
+const OPTION_KEYS: [&str; 6] = ["C", "class_weight", "val_fraction", "seed", "calibrate", "replace"];
+
+fn bad(message: String) -> ! {
+    raise(ERRCODE_INVALID_PARAMETER_VALUE, message)
+}
+
+fn parse_options(options: &Value) -> (ProbeRunOptions, bool, Value) {
+    let Some(o) = options.as_object() else { bad("options must be a JSON object".into()) };
+    if let Some(k) = o.keys().find(|k| !OPTION_KEYS.contains(&k.as_str())) {
+        bad(format!("unknown option \"{k}\" (options: {})", OPTION_KEYS.join(", ")));
+    }
+    let num = |k: &str, d: f64| o.get(k).map_or(d, |v| v.as_f64().unwrap_or_else(|| bad(format!("option \"{k}\" must be a number"))));
+    let c = num("C", 1.0);
+    let val_fraction = num("val_fraction", 0.2);
+    let seed = o.get("seed").map_or(0, |v| v.as_u64().unwrap_or_else(|| bad("option \"seed\" must be a non-negative integer".into())));
+    let balanced = match o.get("class_weight") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(s)) if s == "balanced" => true,
+        Some(_) => bad("option \"class_weight\" must be null or \"balanced\"".into()),
+    };
+    let flag = |k: &str, d: bool| o.get(k).map_or(d, |v| v.as_bool().unwrap_or_else(|| bad(format!("option \"{k}\" must be true or false"))));
+    let (calibrate, replace) = (flag("calibrate", true), flag("replace", false));
+    if !(c > 0.0 && c.is_finite()) || !(val_fraction > 0.0 && val_fraction < 1.0) {
+        bad("C must be positive and val_fraction between 0 and 1".into());
+    }
+    let used = json!({"C": c, "class_weight": if balanced { json!("balanced") } else { Value::Null }, "val_fraction": val_fraction,
+                      "seed": seed, "calibrate": calibrate, "replace": replace, "solver": "lbfgs", "gtol": ProbeOptions::default().gtol,
+                      "max_iter": ProbeOptions::default().max_iter});
+    let opts = ProbeRunOptions { probe: ProbeOptions { c, balanced, ..Default::default() }, val_fraction, seed, calibrate };
+    (opts, replace, used)
+}
+
+/// The examples, read as the caller with the caller's own search_path (it is the caller's SQL).
+fn read_examples(query: &str) -> Vec<Example> {
+    let wrapped = format!(
+        "SELECT q.example_id::pg_catalog.text, q.embedding::pg_catalog.float8[], q.label::pg_catalog.text, \
+                pg_catalog.to_jsonb(q) OPERATOR(pg_catalog.->) 'features' FROM ({query}) AS q"
+    );
+    Spi::connect(|client| {
+        let rows = client.select(wrapped.as_str(), None, &[])?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let (Some(id), Some(embedding), Some(label)) = (r.get::<String>(1)?, r.get::<Vec<f64>>(2)?, r.get::<String>(3)?) else {
+                bad("example_id, embedding and label must not be NULL".into());
+            };
+            let features = match r.get::<JsonB>(4)? {
+                None | Some(JsonB(Value::Null)) => Vec::new(),
+                Some(JsonB(Value::Array(items))) => items.iter().map(|v| v.as_f64().unwrap_or_else(|| bad(format!("features of example {id} must be numbers")))).collect(),
+                Some(_) => bad(format!("features of example {id} must be a float8[]")),
+            };
+            out.push(Example { id, embedding, label, features });
+        }
+        Ok::<_, pgrx::spi::Error>(out)
+    })
+    .unwrap_or_else(|e| error!("{e}"))
+}
+
+fn metrics_json(m: &biomedclip_core::finetune::metrics::ClassMetrics) -> Value {
+    serde_json::to_value(m).unwrap_or(Value::Null)
+}
+
+#[pg_extern(sql = false)]
+fn biomedclip_train_probe(name: Option<&str>, examples_query: Option<&str>, options: Option<JsonB>) -> JsonB {
+    let (Some(name), Some(query)) = (name.filter(|n| !n.trim().is_empty()), examples_query) else {
+        raise(ERRCODE_NULL_VALUE_NOT_ALLOWED, "name and examples_query are required".into());
+    };
+    let given = options.map(|o| o.0).unwrap_or_else(|| json!({}));
+    let (opts, replace, used) = parse_options(&given);
+    let started: String = Spi::get_one::<String>("SELECT pg_catalog.clock_timestamp()::pg_catalog.text").ok().flatten().unwrap_or_default();
+    let examples = read_examples(query);
+    let run = train_probe(examples, &opts).unwrap_or_else(|e| bad(e));
+    let m = &run.model;
+    notice!(
+        "probe \"{name}\": {} training and {} validation rows, {} labels, accuracy {:.4} on validation, temperature {:.4}",
+        run.train_rows,
+        run.val_rows,
+        m.labels.len(),
+        run.val_calibrated.accuracy,
+        m.temperature
+    );
+    let weights_sha = m.weights_sha256();
+    let metrics = json!({"train": metrics_json(&run.train), "validation_uncalibrated": metrics_json(&run.val_uncalibrated),
+                         "validation": metrics_json(&run.val_calibrated), "converged": run.converged, "temperature": m.temperature});
+    let rows = json!({"train": run.train_rows, "validation": run.val_rows});
+    let ext = extension_info();
+    let role = current_role_name();
+    let base = model_cache::active_manifest_sha256();
+    let run_id = as_extension_owner(ext.owner, || {
+        let exists = Spi::get_one_with_args::<bool>("SELECT EXISTS (SELECT 1 FROM biomedclip.probes p WHERE p.name OPERATOR(pg_catalog.=) $1)", &[name.into()]);
+        if matches!(exists, Ok(Some(true))) && !replace {
+            ereport!(ERROR, ERRCODE_DUPLICATE_OBJECT, format!("probe \"{name}\" already exists"), "pass {\"replace\": true} to retrain it");
+        }
+        let run_id = Spi::get_one_with_args::<i64>(
+            "INSERT INTO biomedclip.training_runs (kind, name, base_model_sha256, weights_sha256, options_given, options_used, seed, \
+               dataset_fingerprint, row_counts, query, metrics, status, trained_by, started_at, software_version) \
+             VALUES ('probe', $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'succeeded', $11, $12::pg_catalog.timestamptz, $13) RETURNING run_id",
+            &[
+                name.into(),
+                base.into(),
+                weights_sha.as_str().into(),
+                JsonB(given.clone()).into(),
+                JsonB(used.clone()).into(),
+                (opts.seed as i64).into(),
+                run.fingerprint.as_str().into(),
+                JsonB(rows.clone()).into(),
+                query.into(),
+                JsonB(metrics.clone()).into(),
+                role.as_str().into(),
+                started.as_str().into(),
+                concat!("biomedclip ", env!("CARGO_PKG_VERSION")).into(),
+            ],
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| error!("could not write biomedclip.training_runs"));
+        Spi::run_with_args(
+            "INSERT INTO biomedclip.probes AS p (name, run_id, labels, dim, features, feature_mean, feature_scale, coef, intercept, temperature, weights_sha256) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (name) DO UPDATE SET run_id = EXCLUDED.run_id, labels = EXCLUDED.labels, dim = EXCLUDED.dim, features = EXCLUDED.features, \
+               feature_mean = EXCLUDED.feature_mean, feature_scale = EXCLUDED.feature_scale, coef = EXCLUDED.coef, intercept = EXCLUDED.intercept, \
+               temperature = EXCLUDED.temperature, weights_sha256 = EXCLUDED.weights_sha256, created_at = pg_catalog.now()",
+            &[
+                name.into(),
+                run_id.into(),
+                m.labels.clone().into(),
+                (m.dim as i32).into(),
+                (m.features as i32).into(),
+                m.mean.clone().into(),
+                m.scale.clone().into(),
+                m.probe.coef.clone().into(),
+                m.probe.intercept.clone().into(),
+                m.temperature.into(),
+                weights_sha.as_str().into(),
+            ],
+        )
+        .unwrap_or_else(|e| error!("could not write biomedclip.probes: {e}"));
+        run_id
+    });
+    JsonB(json!({"run_id": run_id, "name": name, "weights_sha256": weights_sha, "dataset_fingerprint": run.fingerprint, "rows": rows,
+                 "labels": m.labels, "metrics": metrics, "options": used}))
+}
+
+/// A stored probe, its weights checked against the stored SHA-256.
+fn load_probe(name: &str) -> ProbeModel {
+    let ext = extension_info();
+    type Row = (Vec<String>, i32, i32, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, f64, String);
+    let row: Option<Row> = as_extension_owner(ext.owner, || {
+        Spi::connect(|client| {
+            let t = client.select(
+                "SELECT labels, dim, features, feature_mean, feature_scale, coef, intercept, temperature, weights_sha256 \
+                 FROM biomedclip.probes WHERE name OPERATOR(pg_catalog.=) $1",
+                None,
+                &[name.into()],
+            )?;
+            let mut out = None;
+            for r in t {
+                out = Some((
+                    r.get::<Vec<String>>(1)?.unwrap_or_default(),
+                    r.get::<i32>(2)?.unwrap_or(0),
+                    r.get::<i32>(3)?.unwrap_or(0),
+                    r.get::<Vec<f64>>(4)?.unwrap_or_default(),
+                    r.get::<Vec<f64>>(5)?.unwrap_or_default(),
+                    r.get::<Vec<f64>>(6)?.unwrap_or_default(),
+                    r.get::<Vec<f64>>(7)?.unwrap_or_default(),
+                    r.get::<f64>(8)?.unwrap_or(f64::NAN),
+                    r.get::<String>(9)?.unwrap_or_default(),
+                ));
+            }
+            Ok::<_, pgrx::spi::Error>(out)
+        })
+    })
+    .unwrap_or_else(|e| error!("cannot read biomedclip.probes: {e}"));
+    let Some((labels, dim, features, mean, scale, coef, intercept, temperature, sha)) = row else {
+        raise(ERRCODE_UNDEFINED_OBJECT, format!("probe \"{name}\" does not exist"));
+    };
+    let classes = labels.len();
+    let model = ProbeModel {
+        labels,
+        dim: dim as usize,
+        features: features as usize,
+        mean,
+        scale,
+        probe: Probe { classes, dim: (dim + features) as usize, coef, intercept },
+        temperature,
+    };
+    let shapes_ok = model.probe.coef.len() == classes * model.probe.dim && model.probe.intercept.len() == classes && model.mean.len() == model.features && model.scale.len() == model.features;
+    if !shapes_ok || model.weights_sha256() != sha {
+        raise(ERRCODE_DATA_CORRUPTED, format!("the weights of probe \"{name}\" do not match their SHA-256"));
+    }
+    model
+}
+
+#[pg_extern(sql = false)]
+fn biomedclip_probe(
+    name: &str,
+    embedding: PgVector<f32>,
+    features: Option<Vec<f64>>,
+) -> TableIterator<'static, (name!(label, String), name!(probability, f64), name!(rank, i32))> {
+    let model = load_probe(name);
+    let x: Vec<f64> = embedding.as_slice().iter().map(|&v| v as f64).collect();
+    let probs = model.predict(&x, &features.unwrap_or_default()).unwrap_or_else(|e| bad(e));
+    let mut rows: Vec<(String, f64)> = model.labels.into_iter().zip(probs).collect();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    TableIterator::new(rows.into_iter().enumerate().map(|(i, (l, p))| (l, p, i as i32 + 1)).collect::<Vec<_>>())
+}

@@ -1,0 +1,188 @@
+"""Linear probes in SQL (biomedclip_train_probe, biomedclip_probe) against scikit-learn: the
+stored coefficients and the probabilities equal LogisticRegression's on the same training rows
+(reproduced here with the same seeded split), validation AUROC equals roc_auc_score; separable
+classes reach ≥ 0.95; the same seed gives the same weights SHA-256; a role under row-level
+security trains on exactly its rows (counts and dataset fingerprint); tampered weights are
+refused; privileges are default-deny; bad input gets 22023.
+
+Usage: finetune_suite.py PORT
+"""
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import psycopg
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.preprocessing import StandardScaler
+
+sys.path.insert(0, os.path.dirname(__file__))
+from splitmix import SplitMix64  # noqa: E402
+from suite import check, finish, vec  # noqa: E402
+
+PORT = int(sys.argv[1])
+DB = "biomedclip_finetune"
+N, D, K = 600, 16, 4
+
+
+def connect(user="postgres"):
+    return psycopg.connect(host="127.0.0.1", port=PORT, user=user, dbname=DB, autocommit=True)
+
+
+def sqlstate(conn, sql, args=()):
+    try:
+        conn.execute(sql, args).fetchall()
+        return None
+    except psycopg.Error as e:
+        return e.diag.sqlstate
+
+
+rng = np.random.default_rng(31)
+centers = rng.standard_normal((K, D)) * 0.8
+y = rng.choice(K, size=N, p=[0.4, 0.3, 0.2, 0.1])
+X = centers[y] + rng.standard_normal((N, D))
+AGE = 50 + 10 * y + rng.standard_normal(N) * 8
+LAB = rng.standard_normal(N)
+LABELS = ["copd", "effusion", "normal", "pneumonia"]
+IDS = [f"ex{i:04d}" for i in range(N)]
+
+
+def setup():
+    with psycopg.connect(host="127.0.0.1", port=PORT, user="postgres", dbname="postgres", autocommit=True) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+        c.execute(f"CREATE DATABASE {DB}")
+        for r in ("ft_steward", "ft_half", "ft_user", "ft_nobody"):
+            c.execute(f"DROP ROLE IF EXISTS {r}")
+            c.execute(f"CREATE ROLE {r} LOGIN")
+    with connect() as c:
+        c.execute("CREATE EXTENSION biomedclip")
+        c.execute(f"CREATE TABLE examples (example_id text, emb embedding({D}), finding text, age float8, lab float8, site text)")
+        with c.cursor() as cur:
+            with cur.copy("COPY examples FROM STDIN") as cp:
+                for i in range(N):
+                    cp.write_row((IDS[i], vec(X[i]), LABELS[y[i]], AGE[i], LAB[i], "A" if i % 2 == 0 else "B"))
+        c.execute("ALTER TABLE examples ENABLE ROW LEVEL SECURITY")
+        c.execute("CREATE POLICY half ON examples FOR SELECT USING (current_user <> 'ft_half' OR site = 'A')")
+        c.execute("GRANT SELECT ON examples TO ft_steward, ft_half")
+        for r in ("ft_steward", "ft_half"):
+            c.execute(f"SELECT count(*) FROM biomedclip_grant('{r}', 'steward')")
+        c.execute("SELECT count(*) FROM biomedclip_grant('ft_user', 'analyst')")
+
+
+def split(ids, seed, val_fraction=0.2):
+    """The extension's split: ids sorted, shuffled by SplitMix64(seed), the first round(n·f) validate."""
+    order = list(range(len(ids)))
+    SplitMix64(seed).shuffle(order)
+    n_val = min(max(int(math.floor(len(ids) * val_fraction + 0.5)), 1), len(ids) - 2)
+    return order[n_val:], order[:n_val]
+
+
+QUERY = ("SELECT example_id, emb AS embedding, finding AS label, ARRAY[age, lab] AS features FROM examples")
+
+
+def parity():
+    with connect("ft_steward") as c:
+        out = c.execute("SELECT biomedclip_train_probe('risk', %s, '{\"C\": 0.5, \"seed\": 7}')", (QUERY,)).fetchone()[0]
+    with connect() as c:
+        coef, intercept, temperature, mean, scale = c.execute(
+            "SELECT coef, intercept, temperature, feature_mean, feature_scale FROM biomedclip.probes WHERE name = 'risk'").fetchone()
+    order = np.argsort(IDS)  # the ids are already in order; kept explicit
+    feats = np.column_stack([AGE, LAB])[order]
+    xs, ys = X[order], y[order]
+    train, val = split([IDS[i] for i in order], 7)
+    scaler = StandardScaler().fit(feats[train])
+    full = np.hstack([xs, scaler.transform(feats)])
+    sk = LogisticRegression(C=0.5, tol=1e-12, max_iter=10000).fit(full[train], ys[train])
+    d_coef = np.abs(np.array(coef).reshape(K, D + 2) - sk.coef_).max()
+    d_int = np.abs(np.array(intercept) - sk.intercept_).max()
+    d_std = max(np.abs(np.array(mean) - scaler.mean_).max(), np.abs(np.array(scale) - scaler.scale_).max())
+    check("stored coefficients, intercepts and feature standardization equal scikit-learn's on the same training rows",
+          d_coef < 1e-4 and d_int < 1e-4 and d_std < 1e-9 and out["rows"] == {"train": len(train), "validation": len(val)},
+          f"Δcoef {d_coef:.1e}, Δintercept {d_int:.1e}, Δscaler {d_std:.1e}, rows {out['rows']}")
+    # biomedclip_probe = softmax(decision_function / T) for a few validation rows.
+    worst = 0.0
+    with connect("ft_user") as c:
+        for j in val[:25]:
+            rows = c.execute("SELECT label, probability FROM biomedclip_probe('risk', %s::embedding, %s)",
+                             (vec(xs[j]), [float(feats[j][0]), float(feats[j][1])])).fetchall()
+            got = dict(rows)
+            z = sk.decision_function(full[j:j + 1])[0] / temperature
+            p = np.exp(z - z.max())
+            p /= p.sum()
+            worst = max(worst, max(abs(got[LABELS[k]] - p[k]) for k in range(K)))
+    check("biomedclip_probe's probabilities equal scikit-learn's decision function softmaxed at the stored temperature (25 rows)",
+          worst < 1e-4, f"max Δp {worst:.1e}, temperature {temperature:.4f}")
+    p_val = np.array([[dict(connect().execute("SELECT label, probability FROM biomedclip_probe('risk', %s::embedding, %s)",
+                                               (vec(xs[j]), [float(feats[j][0]), float(feats[j][1])])).fetchall())[l] for l in LABELS] for j in val])
+    auc = roc_auc_score(ys[val], p_val, multi_class="ovr", average="macro")
+    check("the reported validation AUROC (one-vs-rest, macro) equals scikit-learn's roc_auc_score",
+          abs(out["metrics"]["validation"]["auroc_ovr"] - auc) < 1e-9, f"{out['metrics']['validation']['auroc_ovr']:.6f} vs {auc:.6f}")
+    return out
+
+
+def behaviour(first):
+    with connect("ft_steward") as c:
+        again = c.execute("SELECT biomedclip_train_probe('risk', %s, '{\"C\": 0.5, \"seed\": 7, \"replace\": true}')", (QUERY,)).fetchone()[0]
+        other = c.execute("SELECT biomedclip_train_probe('risk2', %s, '{\"C\": 0.5, \"seed\": 8}')", (QUERY,)).fetchone()[0]
+        dup = sqlstate(c, "SELECT biomedclip_train_probe('risk', %s)", (QUERY,))
+    check("the same rows, options and seed give the same weights SHA-256; another seed another; an existing name needs replace (42710)",
+          again["weights_sha256"] == first["weights_sha256"] and other["weights_sha256"] != first["weights_sha256"] and dup == "42710",
+          f"{first['weights_sha256'][:12]} {again['weights_sha256'][:12]} {other['weights_sha256'][:12]} {dup}")
+    # Separable classes: centers far apart relative to the noise.
+    xs = centers[y] * 5 + rng.standard_normal((N, D))
+    with connect() as c:
+        c.execute(f"CREATE TABLE sep (example_id text, emb embedding({D}), finding text)")
+        with c.cursor() as cur:
+            with cur.copy("COPY sep FROM STDIN") as cp:
+                for i in range(N):
+                    cp.write_row((IDS[i], vec(xs[i]), LABELS[y[i]]))
+        c.execute("GRANT SELECT ON sep TO ft_steward")
+    with connect("ft_steward") as c:
+        sep = c.execute("SELECT biomedclip_train_probe('sep', 'SELECT example_id, emb AS embedding, finding AS label FROM sep', '{\"seed\": 1}')").fetchone()[0]
+    check("a probe on well separated classes reaches ≥ 0.95 validation accuracy", sep["metrics"]["validation"]["accuracy"] >= 0.95,
+          f"accuracy {sep['metrics']['validation']['accuracy']:.3f}")
+    # Row-level security: ft_half sees the site A half; its run says so, and its fingerprint is that of the half.
+    with connect("ft_half") as c:
+        half = c.execute("SELECT biomedclip_train_probe('half', %s, '{\"seed\": 3}')", (QUERY,)).fetchone()[0]
+    with connect("ft_steward") as c:
+        same = c.execute("SELECT biomedclip_train_probe('half_ref', %s, '{\"seed\": 3}')", (QUERY + " WHERE site = 'A'",)).fetchone()[0]
+    check("a role that sees half the rows trains on exactly that half (row counts and the dataset fingerprint of the half)",
+          half["rows"]["train"] + half["rows"]["validation"] == N // 2 and half["dataset_fingerprint"] == same["dataset_fingerprint"]
+          and half["weights_sha256"] == same["weights_sha256"], f"{half['rows']} {half['dataset_fingerprint'][:12]} vs {same['dataset_fingerprint'][:12]}")
+    with connect() as c:
+        run = c.execute("SELECT kind, trained_by, row_counts, seed, status, options_given, options_used ->> 'C', query, weights_sha256, dataset_fingerprint "
+                        "FROM biomedclip.training_runs WHERE run_id = %s", (half["run_id"],)).fetchone()
+    check("the training run is recorded: kind, who, counts, seed, options as given and as defaulted, the query, the hashes",
+          run[0] == "probe" and run[1] == "ft_half" and run[2] == half["rows"] and run[3] == 3 and run[4] == "succeeded"
+          and run[5] == {"seed": 3} and run[6] == "1.0" and run[7] == QUERY and run[8] == half["weights_sha256"], str(run[:7]))
+
+
+def safety():
+    with connect("ft_nobody") as c:
+        codes = (sqlstate(c, "SELECT biomedclip_train_probe('x', 'SELECT 1')"),
+                 sqlstate(c, f"SELECT * FROM biomedclip_probe('risk', '{vec(np.zeros(D))}'::embedding, ARRAY[1.0, 2.0])"),
+                 sqlstate(c, "SELECT * FROM biomedclip.training_runs"), sqlstate(c, "SELECT * FROM biomedclip.probes"))
+    check("default deny: training, using a probe and reading the runs or weights need grants (42501)", codes == ("42501",) * 4, str(codes))
+    with connect("ft_user") as c:
+        wrong = sqlstate(c, f"SELECT * FROM biomedclip_probe('risk', '{vec(np.zeros(D))}'::embedding)")
+        cannot_train = sqlstate(c, "SELECT biomedclip_train_probe('x', 'SELECT 1')")
+    with connect("ft_steward") as c:
+        bad = (sqlstate(c, "SELECT biomedclip_train_probe('x', %s, '{\"lr\": 1}')", (QUERY,)),
+               sqlstate(c, "SELECT biomedclip_train_probe('x', 'SELECT example_id, emb AS embedding, ''one'' AS label FROM examples')"),
+               sqlstate(c, "SELECT biomedclip_train_probe('x', 'SELECT ''same'' AS example_id, emb AS embedding, finding AS label FROM examples')"))
+    check("a probe needs its features (22023); an analyst may use but not train (42501); unknown option, one label, duplicate ids: 22023",
+          wrong == "22023" and cannot_train == "42501" and bad == ("22023",) * 3, f"{wrong} {cannot_train} {bad}")
+    with connect() as c:
+        c.execute("UPDATE biomedclip.probes SET coef[1] = coef[1] + 1e-9 WHERE name = 'risk'")
+    with connect("ft_user") as c:
+        tampered = sqlstate(c, f"SELECT * FROM biomedclip_probe('risk', '{vec(np.zeros(D))}'::embedding, ARRAY[1.0, 2.0])")
+    check("weights changed behind the extension's back are refused (XX001, the stored SHA-256 no longer matches)", tampered == "XX001", str(tampered))
+
+
+setup()
+first = parity()
+behaviour(first)
+safety()
+finish()
