@@ -183,8 +183,8 @@ $$;
 --   'steward': 'analyst' plus saving and dropping calibrations and reloading the model;
 --   'auditor': model info only (which model, which hashes), nothing that runs inference;
 --   'monitor': the drift report, and SELECT on the query log and its feedback (granted with it).
--- 'analyst' includes searching collections, giving feedback and using probes; 'steward' registering
--- collections and training probes.
+-- 'analyst' includes searching collections, giving feedback and using probes and adapters; 'steward'
+-- registering collections and training probes and adapters.
 -- Runs as the caller, who must be able to grant (the extension's owner or a superuser).
 -- biomedclip_revoke(role, job) takes a bundle back.
 CREATE FUNCTION biomedclip_job_functions(job text) RETURNS SETOF regprocedure
@@ -204,13 +204,15 @@ CREATE FUNCTION biomedclip_job_functions(job text) RETURNS SETOF regprocedure
             '@extschema@.biomedclip_embed_slide(bytea, text, @extschema@.embedding, integer, integer, double precision, integer, double precision)',
             '@extschema@.biomedclip_search(text, jsonb, integer, jsonb)', '@extschema@.biomedclip_thumbnail(text, text)',
             '@extschema@.biomedclip_feedback(bigint, text, text, text)',
-            '@extschema@.biomedclip_probe(text, @extschema@.embedding, double precision[])']
+            '@extschema@.biomedclip_probe(text, @extschema@.embedding, double precision[])',
+            '@extschema@.biomedclip_adapt_image(text, @extschema@.embedding)', '@extschema@.biomedclip_adapt_text(text, @extschema@.embedding)']
         END
         OPERATOR(pg_catalog.||) CASE WHEN job OPERATOR(pg_catalog.=) 'steward' THEN ARRAY[
             '@extschema@.biomedclip_save_calibration(text, jsonb, text[], text[], boolean)',
             '@extschema@.biomedclip_drop_calibration(text)', '@extschema@.biomedclip_load_model()',
             '@extschema@.biomedclip_register_collection(text, regclass, text, text, text[], text, boolean)',
-            '@extschema@.biomedclip_drop_collection(text)', '@extschema@.biomedclip_train_probe(text, text, jsonb)']
+            '@extschema@.biomedclip_drop_collection(text)', '@extschema@.biomedclip_train_probe(text, text, jsonb)',
+            '@extschema@.biomedclip_train_adapter(text, text, jsonb)']
             ELSE ARRAY[]::pg_catalog.text[] END) AS u(f)
 $$;
 
@@ -411,3 +413,34 @@ COMMENT ON FUNCTION biomedclip_probe(text, embedding, double precision[]) IS
     'The calibrated class probabilities of a trained probe, ranked; features are the tabular values in training order (standardized as in training).';
 
 REVOKE ALL ON FUNCTION biomedclip_train_probe(text, text, jsonb), biomedclip_probe(text, embedding, double precision[]) FROM PUBLIC;
+
+-- Residual adapters (CLIP-Adapter style, y = x + α·W₂·relu(W₁·x) per tower), trained on pairs of
+-- stored embeddings with the symmetric contrastive loss; weights with their SHA-256.
+CREATE TABLE biomedclip.adapters (
+    name            text PRIMARY KEY,
+    run_id          bigint NOT NULL REFERENCES biomedclip.training_runs (run_id),
+    kind            text NOT NULL CHECK (kind IN ('residual')),
+    dim             integer NOT NULL,
+    hidden          integer NOT NULL,
+    alpha           double precision NOT NULL,
+    image_w1        double precision[] NOT NULL,
+    image_w2        double precision[] NOT NULL,
+    text_w1         double precision[] NOT NULL,
+    text_w2         double precision[] NOT NULL,
+    logit_scale     double precision NOT NULL,
+    weights_sha256  text NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE biomedclip.adapters IS 'Residual adapters trained by biomedclip_train_adapter; applied through biomedclip_adapt_image / biomedclip_adapt_text (which check the weights against weights_sha256).';
+SELECT pg_catalog.pg_extension_config_dump('biomedclip.adapters', '');
+
+CREATE FUNCTION biomedclip_train_adapter(name text, pairs_query text, options jsonb DEFAULT '{}') RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'biomedclip_train_adapter_wrapper' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION biomedclip_train_adapter(text, text, jsonb) IS
+    'Trains a residual adapter per tower on the rows of pairs_query, run as the caller: (pair_id, image embedding, text embedding). Symmetric contrastive loss, AdamW with a pull toward the starting (identity) weights, seeded split, early stopping on the validation loss; a NOTICE per epoch. Records the run in biomedclip.training_runs.';
+CREATE FUNCTION biomedclip_adapt_image(name text, embedding embedding) RETURNS embedding
+    AS 'MODULE_PATHNAME', 'biomedclip_adapt_image_wrapper' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+CREATE FUNCTION biomedclip_adapt_text(name text, embedding embedding) RETURNS embedding
+    AS 'MODULE_PATHNAME', 'biomedclip_adapt_text_wrapper' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+REVOKE ALL ON FUNCTION biomedclip_train_adapter(text, text, jsonb), biomedclip_adapt_image(text, embedding),
+    biomedclip_adapt_text(text, embedding) FROM PUBLIC;

@@ -58,3 +58,34 @@ COMMENT ON FUNCTION biomedclip_probe(text, embedding, double precision[]) IS
     'The calibrated class probabilities of a trained probe, ranked; features are the tabular values in training order (standardized as in training).';
 
 REVOKE ALL ON FUNCTION biomedclip_train_probe(text, text, jsonb), biomedclip_probe(text, embedding, double precision[]) FROM PUBLIC;
+
+-- Residual adapters (CLIP-Adapter style, y = x + α·W₂·relu(W₁·x) per tower), trained on pairs of
+-- stored embeddings with the symmetric contrastive loss; weights with their SHA-256.
+CREATE TABLE biomedclip.adapters (
+    name            text PRIMARY KEY,
+    run_id          bigint NOT NULL REFERENCES biomedclip.training_runs (run_id),
+    kind            text NOT NULL CHECK (kind IN ('residual')),
+    dim             integer NOT NULL,
+    hidden          integer NOT NULL,
+    alpha           double precision NOT NULL,
+    image_w1        double precision[] NOT NULL,
+    image_w2        double precision[] NOT NULL,
+    text_w1         double precision[] NOT NULL,
+    text_w2         double precision[] NOT NULL,
+    logit_scale     double precision NOT NULL,
+    weights_sha256  text NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE biomedclip.adapters IS 'Residual adapters trained by biomedclip_train_adapter; applied through biomedclip_adapt_image / biomedclip_adapt_text (which check the weights against weights_sha256).';
+SELECT pg_catalog.pg_extension_config_dump('biomedclip.adapters', '');
+
+CREATE FUNCTION biomedclip_train_adapter(name text, pairs_query text, options jsonb DEFAULT '{}') RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'biomedclip_train_adapter_wrapper' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION biomedclip_train_adapter(text, text, jsonb) IS
+    'Trains a residual adapter per tower on the rows of pairs_query, run as the caller: (pair_id, image embedding, text embedding). Symmetric contrastive loss, AdamW with a pull toward the starting (identity) weights, seeded split, early stopping on the validation loss; a NOTICE per epoch. Records the run in biomedclip.training_runs.';
+CREATE FUNCTION biomedclip_adapt_image(name text, embedding embedding) RETURNS embedding
+    AS 'MODULE_PATHNAME', 'biomedclip_adapt_image_wrapper' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+CREATE FUNCTION biomedclip_adapt_text(name text, embedding embedding) RETURNS embedding
+    AS 'MODULE_PATHNAME', 'biomedclip_adapt_text_wrapper' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+REVOKE ALL ON FUNCTION biomedclip_train_adapter(text, text, jsonb), biomedclip_adapt_image(text, embedding),
+    biomedclip_adapt_text(text, embedding) FROM PUBLIC;

@@ -127,8 +127,8 @@ FROM PUBLIC;
 --   'steward': 'analyst' plus saving and dropping calibrations and reloading the model;
 --   'auditor': model info only (which model, which hashes), nothing that runs inference;
 --   'monitor': the drift report, and SELECT on the query log and its feedback (granted with it).
--- 'analyst' includes searching collections, giving feedback and using probes; 'steward' registering
--- collections and training probes.
+-- 'analyst' includes searching collections, giving feedback and using probes and adapters; 'steward'
+-- registering collections and training probes and adapters.
 -- Runs as the caller, who must be able to grant (the extension's owner or a superuser).
 -- biomedclip_revoke(role, job) takes a bundle back.
 CREATE FUNCTION biomedclip_job_functions(job text) RETURNS SETOF regprocedure
@@ -148,13 +148,15 @@ CREATE FUNCTION biomedclip_job_functions(job text) RETURNS SETOF regprocedure
             '@extschema@.biomedclip_embed_slide(bytea, text, @extschema@.embedding, integer, integer, double precision, integer, double precision)',
             '@extschema@.biomedclip_search(text, jsonb, integer, jsonb)', '@extschema@.biomedclip_thumbnail(text, text)',
             '@extschema@.biomedclip_feedback(bigint, text, text, text)',
-            '@extschema@.biomedclip_probe(text, @extschema@.embedding, double precision[])']
+            '@extschema@.biomedclip_probe(text, @extschema@.embedding, double precision[])',
+            '@extschema@.biomedclip_adapt_image(text, @extschema@.embedding)', '@extschema@.biomedclip_adapt_text(text, @extschema@.embedding)']
         END
         OPERATOR(pg_catalog.||) CASE WHEN job OPERATOR(pg_catalog.=) 'steward' THEN ARRAY[
             '@extschema@.biomedclip_save_calibration(text, jsonb, text[], text[], boolean)',
             '@extschema@.biomedclip_drop_calibration(text)', '@extschema@.biomedclip_load_model()',
             '@extschema@.biomedclip_register_collection(text, regclass, text, text, text[], text, boolean)',
-            '@extschema@.biomedclip_drop_collection(text)', '@extschema@.biomedclip_train_probe(text, text, jsonb)']
+            '@extschema@.biomedclip_drop_collection(text)', '@extschema@.biomedclip_train_probe(text, text, jsonb)',
+            '@extschema@.biomedclip_train_adapter(text, text, jsonb)']
             ELSE ARRAY[]::pg_catalog.text[] END) AS u(f)
 $$;
 

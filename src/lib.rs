@@ -6,6 +6,7 @@ use pgrx::prelude::*;
 
 ::pgrx::pg_module_magic!();
 
+mod adapter_sql;
 mod collections_sql;
 mod dicom_sql;
 mod drift_sql;
@@ -24,6 +25,7 @@ mod settings;
 mod slide_sql;
 mod text_cache;
 mod tokenizer_preload;
+mod training_runs;
 mod vector_datum;
 mod vector_sql;
 mod zero_shot_sql;

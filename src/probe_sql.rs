@@ -3,8 +3,9 @@
 //! with their SHA-256 and an audit row, and applied with the stored hash verified on every call.
 //! The algorithm is biomedclip_core::finetune::probe_run.
 
-use crate::extension_owner::{as_extension_owner, current_role_name, extension_info};
-use crate::model_cache::{self, raise};
+use crate::extension_owner::{as_extension_owner, extension_info};
+use crate::model_cache::raise;
+use crate::training_runs;
 use crate::vector_datum::PgVector;
 use biomedclip_core::finetune::probe::{Probe, ProbeOptions};
 use biomedclip_core::finetune::probe_run::{train_probe, Example, ProbeModel, ProbeRunOptions};
@@ -81,7 +82,8 @@ fn biomedclip_train_probe(name: Option<&str>, examples_query: Option<&str>, opti
     };
     let given = options.map(|o| o.0).unwrap_or_else(|| json!({}));
     let (opts, replace, used) = parse_options(&given);
-    let started: String = Spi::get_one::<String>("SELECT pg_catalog.clock_timestamp()::pg_catalog.text").ok().flatten().unwrap_or_default();
+    let started = training_runs::now();
+    let role = crate::extension_owner::current_role_name();
     let examples = read_examples(query);
     let run = train_probe(examples, &opts).unwrap_or_else(|e| bad(e));
     let m = &run.model;
@@ -98,36 +100,24 @@ fn biomedclip_train_probe(name: Option<&str>, examples_query: Option<&str>, opti
                          "validation": metrics_json(&run.val_calibrated), "converged": run.converged, "temperature": m.temperature});
     let rows = json!({"train": run.train_rows, "validation": run.val_rows});
     let ext = extension_info();
-    let role = current_role_name();
-    let base = model_cache::active_manifest_sha256();
+    if training_runs::exists(&ext, "biomedclip.probes", name) && !replace {
+        ereport!(ERROR, ERRCODE_DUPLICATE_OBJECT, format!("probe \"{name}\" already exists"), "pass {\"replace\": true} to retrain it");
+    }
     let run_id = as_extension_owner(ext.owner, || {
-        let exists = Spi::get_one_with_args::<bool>("SELECT EXISTS (SELECT 1 FROM biomedclip.probes p WHERE p.name OPERATOR(pg_catalog.=) $1)", &[name.into()]);
-        if matches!(exists, Ok(Some(true))) && !replace {
-            ereport!(ERROR, ERRCODE_DUPLICATE_OBJECT, format!("probe \"{name}\" already exists"), "pass {\"replace\": true} to retrain it");
-        }
-        let run_id = Spi::get_one_with_args::<i64>(
-            "INSERT INTO biomedclip.training_runs (kind, name, base_model_sha256, weights_sha256, options_given, options_used, seed, \
-               dataset_fingerprint, row_counts, query, metrics, status, trained_by, started_at, software_version) \
-             VALUES ('probe', $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'succeeded', $11, $12::pg_catalog.timestamptz, $13) RETURNING run_id",
-            &[
-                name.into(),
-                base.into(),
-                weights_sha.as_str().into(),
-                JsonB(given.clone()).into(),
-                JsonB(used.clone()).into(),
-                (opts.seed as i64).into(),
-                run.fingerprint.as_str().into(),
-                JsonB(rows.clone()).into(),
-                query.into(),
-                JsonB(metrics.clone()).into(),
-                role.as_str().into(),
-                started.as_str().into(),
-                concat!("biomedclip ", env!("CARGO_PKG_VERSION")).into(),
-            ],
-        )
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| error!("could not write biomedclip.training_runs"));
+        let run_id = training_runs::record(training_runs::Run {
+            kind: "probe",
+            name,
+            weights_sha256: &weights_sha,
+            options_given: given.clone(),
+            options_used: used.clone(),
+            seed: opts.seed,
+            fingerprint: &run.fingerprint,
+            row_counts: rows.clone(),
+            query,
+            metrics: metrics.clone(),
+            started_at: &started,
+            trained_by: &role,
+        });
         Spi::run_with_args(
             "INSERT INTO biomedclip.probes AS p (name, run_id, labels, dim, features, feature_mean, feature_scale, coef, intercept, temperature, weights_sha256) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \

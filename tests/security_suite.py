@@ -47,7 +47,8 @@ DECISIONS = {
     "biomedclip_job_functions": "public", "biomedclip_grant": "deny", "biomedclip_revoke": "deny",
     "biomedclip_register_collection": "deny", "biomedclip_drop_collection": "deny", "biomedclip_search": "deny",
     "biomedclip_thumbnail": "deny", "biomedclip_feedback": "deny", "biomedclip_drift_report": "deny",
-    "biomedclip_train_probe": "deny", "biomedclip_probe": "deny",
+    "biomedclip_train_probe": "deny", "biomedclip_probe": "deny", "biomedclip_train_adapter": "deny",
+    "biomedclip_adapt_image": "deny", "biomedclip_adapt_text": "deny",
 }
 
 
@@ -104,6 +105,10 @@ CALLS = {
     "biomedclip_train_probe": ("SELECT biomedclip_train_probe('sec_probe', 'SELECT id AS example_id, emb AS embedding, label FROM public.sec_items', "
                                "'{\"replace\": true}')", ()),
     "biomedclip_probe": ("SELECT count(*) FROM biomedclip_probe('sec_probe', biomedclip_embed_text('x'))", ()),
+    "biomedclip_train_adapter": ("SELECT biomedclip_train_adapter('sec_adapter', 'SELECT id AS pair_id, emb AS image, emb AS text FROM public.sec_items', "
+                                 "'{\"replace\": true, \"epochs\": 2}')", ()),
+    "biomedclip_adapt_image": ("SELECT embedding_dims(biomedclip_adapt_image('sec_adapter', biomedclip_embed_text('x')))", ()),
+    "biomedclip_adapt_text": ("SELECT embedding_dims(biomedclip_adapt_text('sec_adapter', biomedclip_embed_text('x')))", ()),
 }
 # Called only through the aggregates above.
 INTERNAL = {"biomedclip_calibration_accum", "biomedclip_fit_temperature_final", "biomedclip_reliability_final",

@@ -232,3 +232,35 @@ mod tests {
         assert!(res.val_after.i2t_r1 < 0.2, "{:?}", res.val_after);
     }
 }
+
+/// SHA-256 of a pair of trained adapters as stored (shapes, α, the four weight matrices, the logit
+/// scale; little-endian f64).
+pub fn adapters_sha256(image: &ResidualAdapter, text: &ResidualAdapter, logit_scale: f64) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for a in [image, text] {
+        h.update((a.dim as u64).to_le_bytes());
+        h.update((a.hidden as u64).to_le_bytes());
+        h.update(a.alpha.to_le_bytes());
+        for v in a.w1.iter().chain(&a.w2) {
+            h.update(v.to_le_bytes());
+        }
+    }
+    h.update(logit_scale.to_le_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 over pairs in `pair_id` order (ids, then both embeddings, little-endian f64).
+pub fn pairs_fingerprint(ids: &[String], images: &[f64], texts: &[f64], dim: usize) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (i, id) in ids.iter().enumerate() {
+        h.update(id.as_bytes());
+        h.update([0]);
+        for v in images[i * dim..(i + 1) * dim].iter().chain(&texts[i * dim..(i + 1) * dim]) {
+            h.update(v.to_le_bytes());
+        }
+        h.update([0xff]);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
