@@ -5,10 +5,11 @@
 
 use crate::extension_owner::{as_extension_owner, extension_info};
 use crate::model_cache::raise;
+use crate::training_progress::Progress;
 use crate::training_runs;
 use crate::vector_datum::PgVector;
 use biomedclip_core::finetune::probe::{Probe, ProbeOptions};
-use biomedclip_core::finetune::probe_run::{train_probe, Example, ProbeModel, ProbeRunOptions};
+use biomedclip_core::finetune::probe_run::{train_probe_watched, Example, ProbeModel, ProbeRunOptions};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use pgrx::PgSqlErrorCode::*;
@@ -48,23 +49,42 @@ fn parse_options(options: &Value) -> (ProbeRunOptions, bool, Value) {
 
 /// The examples, read as the caller with the caller's own search_path (it is the caller's SQL).
 fn read_examples(query: &str) -> Vec<Example> {
-    let wrapped = format!(
-        "SELECT q.example_id::pg_catalog.text, q.embedding::pg_catalog.float8[], q.label::pg_catalog.text, \
-                pg_catalog.to_jsonb(q) OPERATOR(pg_catalog.->) 'features' FROM ({query}) AS q"
-    );
+    // Whether the query has the optional features column, from its result description (LIMIT 0
+    // plans the query and reads no row).
+    let has_features = Spi::connect(|client| {
+        let t = client.select(&format!("SELECT * FROM ({query}) AS q LIMIT 0"), None, &[])?;
+        for i in 1..=t.columns()? {
+            if t.column_name(i)? == "features" {
+                return Ok(true);
+            }
+        }
+        Ok::<_, pgrx::spi::Error>(false)
+    })
+    .unwrap_or_else(|e| error!("{e}"));
+    let features = if has_features { "q.features::pg_catalog.float8[]" } else { "NULL::pg_catalog.float8[]" };
+    let wrapped = format!("SELECT q.example_id::pg_catalog.text, q.embedding::pg_catalog.float8[], q.label::pg_catalog.text, {features} FROM ({query}) AS q");
+    // Read through a cursor, 1,000 rows at a time, so the rows are held once (as f64), not also
+    // as a whole SPI result.
     Spi::connect(|client| {
-        let rows = client.select(wrapped.as_str(), None, &[])?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let (Some(id), Some(embedding), Some(label)) = (r.get::<String>(1)?, r.get::<Vec<f64>>(2)?, r.get::<String>(3)?) else {
-                bad("example_id, embedding and label must not be NULL".into());
-            };
-            let features = match r.get::<JsonB>(4)? {
-                None | Some(JsonB(Value::Null)) => Vec::new(),
-                Some(JsonB(Value::Array(items))) => items.iter().map(|v| v.as_f64().unwrap_or_else(|| bad(format!("features of example {id} must be numbers")))).collect(),
-                Some(_) => bad(format!("features of example {id} must be a float8[]")),
-            };
-            out.push(Example { id, embedding, label, features });
+        let mut cursor = client.try_open_cursor(wrapped.as_str(), &[])?;
+        let mut out = Vec::new();
+        loop {
+            let rows = cursor.fetch(1000)?;
+            if rows.is_empty() {
+                break;
+            }
+            for r in rows {
+                let (Some(id), Some(embedding), Some(label)) = (r.get::<String>(1)?, r.get::<Vec<f64>>(2)?, r.get::<String>(3)?) else {
+                    bad("example_id, embedding and label must not be NULL".into());
+                };
+                let features = match r.get::<Array<f64>>(4)? {
+                    None => Vec::new(),
+                    Some(a) => a.iter().map(|v| v.unwrap_or_else(|| bad(format!("features of example {id} must not hold NULLs")))).collect(),
+                };
+                out.push(Example { id, embedding, label, features });
+            }
+            // The batch is copied out; free its SPI result now rather than at SPI_finish.
+            unsafe { pgrx::pg_sys::SPI_freetuptable(pgrx::pg_sys::SPI_tuptable) };
         }
         Ok::<_, pgrx::spi::Error>(out)
     })
@@ -84,8 +104,17 @@ fn biomedclip_train_probe(name: Option<&str>, examples_query: Option<&str>, opti
     let (opts, replace, used) = parse_options(&given);
     let started = training_runs::now();
     let role = crate::extension_owner::current_role_name();
+    let ext = extension_info();
+    if training_runs::exists(&ext, "biomedclip.probes", name) && !replace {
+        ereport!(ERROR, ERRCODE_DUPLICATE_OBJECT, format!("probe \"{name}\" already exists"), "pass {\"replace\": true} to retrain it");
+    }
+    let mut progress = Progress::start("probe", name, &role, opts.probe.max_iter);
     let examples = read_examples(query);
-    let run = train_probe(examples, &opts).unwrap_or_else(|e| bad(e));
+    let run = train_probe_watched(examples, &opts, |evaluations, objective| {
+        progress.update("fitting", evaluations, Some(objective), None, false);
+        pgrx::check_for_interrupts!();
+    })
+    .unwrap_or_else(|e| bad(e));
     let m = &run.model;
     notice!(
         "probe \"{name}\": {} training and {} validation rows, {} labels, accuracy {:.4} on validation, temperature {:.4}",
@@ -99,10 +128,6 @@ fn biomedclip_train_probe(name: Option<&str>, examples_query: Option<&str>, opti
     let metrics = json!({"train": metrics_json(&run.train), "validation_uncalibrated": metrics_json(&run.val_uncalibrated),
                          "validation": metrics_json(&run.val_calibrated), "converged": run.converged, "temperature": m.temperature});
     let rows = json!({"train": run.train_rows, "validation": run.val_rows});
-    let ext = extension_info();
-    if training_runs::exists(&ext, "biomedclip.probes", name) && !replace {
-        ereport!(ERROR, ERRCODE_DUPLICATE_OBJECT, format!("probe \"{name}\" already exists"), "pass {\"replace\": true} to retrain it");
-    }
     let run_id = as_extension_owner(ext.owner, || {
         let run_id = training_runs::record(training_runs::Run {
             kind: "probe",

@@ -1,6 +1,9 @@
 //! The residual adapter of one tower, y = x + α · W₂ · relu(W₁ · x) (CLIP-Adapter's bottleneck
 //! MLP with a residual path). W₂ starts at zero, so a new adapter is the identity. Row-major
-//! weights, f64, fixed summation order.
+//! weights, f64; the products go through ndarray (matrixmultiply's blocked kernels, single-threaded,
+//! so the same inputs give the same bits on the same machine).
+
+use ndarray::{Array2, ArrayView2};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ResidualAdapter {
@@ -31,47 +34,36 @@ impl ResidualAdapter {
     pub fn forward(&self, x: &[f64]) -> (Vec<f64>, Activations) {
         let (d, h) = (self.dim, self.hidden);
         let n = x.len() / d;
-        let mut pre = vec![0.0; n * h];
-        for i in 0..n {
-            for j in 0..h {
-                pre[i * h + j] = (0..d).map(|k| self.w1[j * d + k] * x[i * d + k]).sum();
-            }
-        }
-        let post: Vec<f64> = pre.iter().map(|v| v.max(0.0)).collect();
-        let mut y = x.to_vec();
-        for i in 0..n {
-            for k in 0..d {
-                let add: f64 = (0..h).map(|j| self.w2[k * h + j] * post[i * h + j]).sum();
-                y[i * d + k] += self.alpha * add;
-            }
-        }
-        (y, Activations { pre, post })
+        let xv = ArrayView2::from_shape((n, d), x).expect("n × dim rows");
+        let w1 = ArrayView2::from_shape((h, d), &self.w1).expect("hidden × dim");
+        let w2 = ArrayView2::from_shape((d, h), &self.w2).expect("dim × hidden");
+        let pre = xv.dot(&w1.t());
+        let post = pre.mapv(|v| v.max(0.0));
+        let mut y = post.dot(&w2.t()) * self.alpha;
+        y += &xv;
+        let flat = |a: Array2<f64>| a.iter().copied().collect::<Vec<f64>>();
+        (flat(y), Activations { pre: flat(pre), post: flat(post) })
     }
 
-    /// Gradients of W₁ and W₂ (same layout as the weights) for dloss/dy of the rows of `x`.
+    /// Gradients of the weights (w1, w2) given the gradient `dy` of the output rows:
+    /// dW₂ = α·dYᵀ·post, dW₁ = (α·dY·W₂ ∘ [pre > 0])ᵀ·X.
     pub fn backward(&self, x: &[f64], act: &Activations, dy: &[f64]) -> (Vec<f64>, Vec<f64>) {
         let (d, h) = (self.dim, self.hidden);
         let n = x.len() / d;
-        let mut dw1 = vec![0.0; h * d];
-        let mut dw2 = vec![0.0; d * h];
-        for i in 0..n {
-            let dyi = &dy[i * d..(i + 1) * d];
-            for k in 0..d {
-                for j in 0..h {
-                    dw2[k * h + j] += self.alpha * dyi[k] * act.post[i * h + j];
-                }
+        let xv = ArrayView2::from_shape((n, d), x).expect("n × dim rows");
+        let dyv = ArrayView2::from_shape((n, d), dy).expect("n × dim gradient");
+        let w2 = ArrayView2::from_shape((d, h), &self.w2).expect("dim × hidden");
+        let post = ArrayView2::from_shape((n, h), &act.post).expect("n × hidden");
+        let pre = ArrayView2::from_shape((n, h), &act.pre).expect("n × hidden");
+        let dw2 = dyv.t().dot(&post) * self.alpha;
+        let mut dpre = dyv.dot(&w2) * self.alpha;
+        dpre.zip_mut_with(&pre, |g, &p| {
+            if p <= 0.0 {
+                *g = 0.0
             }
-            for j in 0..h {
-                if act.pre[i * h + j] <= 0.0 {
-                    continue;
-                }
-                let dpost: f64 = self.alpha * (0..d).map(|k| self.w2[k * h + j] * dyi[k]).sum::<f64>();
-                for k in 0..d {
-                    dw1[j * d + k] += dpost * x[i * d + k];
-                }
-            }
-        }
-        (dw1, dw2)
+        });
+        let dw1 = dpre.t().dot(&xv);
+        (dw1.iter().copied().collect(), dw2.iter().copied().collect())
     }
 
     pub fn apply(&self, x: &[f64]) -> Vec<f64> {

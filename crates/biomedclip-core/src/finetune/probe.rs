@@ -6,6 +6,7 @@
 //! scikit-learn's.
 
 use super::lbfgs;
+use ndarray::{ArrayView2, Axis};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Probe {
@@ -57,6 +58,23 @@ pub fn sample_weights(labels: &[usize], classes: usize, balanced: bool) -> Vec<f
 
 /// Fits a probe on `n` rows of `x` (n × dim) with labels in 0..classes.
 pub fn fit(x: &[f64], labels: &[usize], dim: usize, classes: usize, opts: &ProbeOptions) -> Result<(Probe, bool), String> {
+    fit_watched(x, labels, dim, classes, opts, |_, _| {})
+}
+
+/// `fit`, calling `on_evaluation(count, objective)` after every evaluation of the objective (for
+/// progress reports and interrupt checks; it may unwind to abandon the fit).
+///
+/// The objective's two products (scores = X·Wᵀ and the gradient Gᵀ·X) are matrix products through
+/// ndarray (matrixmultiply's blocked kernels, single-threaded, so the same inputs give the same
+/// bits on the same machine); the per-row softmax is a plain loop.
+pub fn fit_watched(
+    x: &[f64],
+    labels: &[usize],
+    dim: usize,
+    classes: usize,
+    opts: &ProbeOptions,
+    mut on_evaluation: impl FnMut(usize, f64),
+) -> Result<(Probe, bool), String> {
     let n = labels.len();
     if n == 0 || x.len() != n * dim || classes < 2 || labels.iter().any(|&l| l >= classes) {
         return Err("a probe needs rows, labels in range and at least 2 classes".into());
@@ -66,32 +84,33 @@ pub fn fit(x: &[f64], labels: &[usize], dim: usize, classes: usize, opts: &Probe
     }
     let w = sample_weights(labels, classes, opts.balanced);
     let k = classes;
+    let xv = ArrayView2::from_shape((n, dim), x).map_err(|e| e.to_string())?;
+    let mut evaluations = 0usize;
     let objective = |theta: &[f64]| -> (f64, Vec<f64>) {
         let (coef, intercept) = theta.split_at(k * dim);
-        let mut grad = vec![0.0; theta.len()];
+        let wv = ArrayView2::from_shape((k, dim), coef).expect("k × dim coefficients");
+        // scores, then in place the gradient of each row's loss with respect to its scores.
+        let mut s = xv.dot(&wv.t());
         let mut value = 0.0;
-        let mut scores = vec![0.0; k];
-        for i in 0..n {
-            let xi = &x[i * dim..(i + 1) * dim];
-            for c in 0..k {
-                scores[c] = intercept[c] + coef[c * dim..(c + 1) * dim].iter().zip(xi).map(|(a, b)| a * b).sum::<f64>();
+        for (i, mut row) in s.axis_iter_mut(Axis(0)).enumerate() {
+            for (v, b) in row.iter_mut().zip(intercept) {
+                *v += b;
             }
-            let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let lse = max + scores.iter().map(|s| (s - max).exp()).sum::<f64>().ln();
-            value += opts.c * w[i] * (lse - scores[labels[i]]);
-            for c in 0..k {
-                let p = (scores[c] - lse).exp() - if c == labels[i] { 1.0 } else { 0.0 };
-                let scale = opts.c * w[i] * p;
-                for (g, v) in grad[c * dim..(c + 1) * dim].iter_mut().zip(xi) {
-                    *g += scale * v;
-                }
-                grad[k * dim + c] += scale;
+            let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let lse = max + row.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+            let scale = opts.c * w[i];
+            value += scale * (lse - row[labels[i]]);
+            for (c, v) in row.iter_mut().enumerate() {
+                *v = scale * ((*v - lse).exp() - if c == labels[i] { 1.0 } else { 0.0 });
             }
         }
-        for j in 0..k * dim {
-            value += 0.5 * coef[j] * coef[j];
-            grad[j] += coef[j];
-        }
+        let gcoef = s.t().dot(&xv);
+        let mut grad = Vec::with_capacity(theta.len());
+        grad.extend(gcoef.iter().zip(coef).map(|(g, c)| g + c));
+        grad.extend(s.sum_axis(Axis(0)).iter());
+        value += 0.5 * coef.iter().map(|c| c * c).sum::<f64>();
+        evaluations += 1;
+        on_evaluation(evaluations, value);
         (value, grad)
     };
     let out = lbfgs::minimize(objective, vec![0.0; k * dim + k], 20, opts.gtol, opts.max_iter);

@@ -107,7 +107,12 @@ pub fn fingerprint(examples: &[Example]) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub fn train_probe(mut examples: Vec<Example>, opts: &ProbeRunOptions) -> Result<ProbeRun, String> {
+pub fn train_probe(examples: Vec<Example>, opts: &ProbeRunOptions) -> Result<ProbeRun, String> {
+    train_probe_watched(examples, opts, |_, _| {})
+}
+
+/// `train_probe`, calling `on_evaluation(count, objective)` during the fit (see probe::fit_watched).
+pub fn train_probe_watched(mut examples: Vec<Example>, opts: &ProbeRunOptions, on_evaluation: impl FnMut(usize, f64)) -> Result<ProbeRun, String> {
     if examples.len() < 4 {
         return Err(format!("a probe needs at least 4 examples, got {}", examples.len()));
     }
@@ -151,7 +156,7 @@ pub fn train_probe(mut examples: Vec<Example>, opts: &ProbeRunOptions) -> Result
     let rows = |idx: &[usize], model: &ProbeModel| -> Vec<f64> { idx.iter().flat_map(|&i| model.row(&examples[i].embedding, &examples[i].features)).collect() };
     let x_train = rows(train, &model);
     let y_train: Vec<usize> = train.iter().map(|&i| y[i]).collect();
-    let (fitted, converged) = probe::fit(&x_train, &y_train, dim + m, model.labels.len(), &opts.probe)?;
+    let (fitted, converged) = probe::fit_watched(&x_train, &y_train, dim + m, model.labels.len(), &opts.probe, on_evaluation)?;
     model.probe = fitted;
     let probs = |idx: &[usize], model: &ProbeModel| -> Vec<Vec<f64>> { idx.iter().map(|&i| model.predict(&examples[i].embedding, &examples[i].features).expect("shapes checked")).collect() };
     let y_val: Vec<usize> = val.iter().map(|&i| y[i]).collect();

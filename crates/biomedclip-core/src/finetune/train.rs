@@ -3,6 +3,7 @@
 //! early stopping on the validation loss (the best epoch's weights are kept), and retrieval
 //! metrics before and after.
 
+use ndarray::{Array2, ArrayView2};
 use super::adapter::{AdamW, ResidualAdapter};
 use super::contrastive;
 use super::SplitMix64;
@@ -64,19 +65,22 @@ pub struct Retrieval {
 /// against the true pair).
 fn ranks(a: &[f64], b: &[f64], dim: usize) -> Vec<usize> {
     let n = a.len() / dim;
-    let unit = |v: &[f64]| -> Vec<f64> {
-        let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);
-        v.iter().map(|x| x / norm).collect()
+    let unit = |v: &[f64]| -> Array2<f64> {
+        let mut m = ArrayView2::from_shape((n, dim), v).expect("n × dim rows").to_owned();
+        for mut row in m.rows_mut() {
+            let norm = row.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);
+            row.mapv_inplace(|x| x / norm);
+        }
+        m
     };
-    let ua: Vec<Vec<f64>> = (0..n).map(|i| unit(&a[i * dim..(i + 1) * dim])).collect();
-    let ub: Vec<Vec<f64>> = (0..n).map(|i| unit(&b[i * dim..(i + 1) * dim])).collect();
-    (0..n)
-        .map(|i| {
-            let sims: Vec<f64> = (0..n).map(|j| ua[i].iter().zip(&ub[j]).map(|(x, y)| x * y).sum()).collect();
-            1 + sims.iter().enumerate().filter(|&(j, &s)| j != i && s >= sims[i]).count()
-        })
+    let sims = unit(a).dot(&unit(b).t());
+    sims.rows()
+        .into_iter()
+        .enumerate()
+        .map(|(i, row)| 1 + row.iter().enumerate().filter(|&(j, &s)| j != i && s >= row[i]).count())
         .collect()
 }
+
 
 pub fn retrieval(images: &[f64], texts: &[f64], dim: usize) -> Retrieval {
     let stats = |r: &[usize]| {
