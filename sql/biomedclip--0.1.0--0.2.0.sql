@@ -181,16 +181,18 @@ $$;
 --   'analyst': every function that runs the model or reports on it (embedding, tokenizing,
 --              preprocessing, DICOM and slide embedding, zero-shot, model info);
 --   'steward': 'analyst' plus saving and dropping calibrations and reloading the model;
---   'auditor': model info only (which model, which hashes), nothing that runs inference;
+--   'auditor': model info, provenance and training progress (which model, which hashes, which
+--              adapters and probes when), with SELECT on biomedclip.training_runs; nothing that runs inference;
 --   'monitor': the drift report, and SELECT on the query log and its feedback (granted with it).
 -- 'analyst' includes searching collections, giving feedback and using probes and adapters; 'steward'
--- registering collections and training probes and adapters.
+-- registering collections, training probes and adapters and watching the runs in progress.
 -- Runs as the caller, who must be able to grant (the extension's owner or a superuser).
 -- biomedclip_revoke(role, job) takes a bundle back.
 CREATE FUNCTION biomedclip_job_functions(job text) RETURNS SETOF regprocedure
     LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
     SELECT f::pg_catalog.regprocedure FROM pg_catalog.unnest(
-        CASE WHEN job OPERATOR(pg_catalog.=) 'auditor' THEN ARRAY['@extschema@.biomedclip_model_info()']
+        CASE WHEN job OPERATOR(pg_catalog.=) 'auditor' THEN ARRAY['@extschema@.biomedclip_model_info()',
+            '@extschema@.biomedclip_provenance(timestamptz)', '@extschema@.biomedclip_training_progress()']
              WHEN job OPERATOR(pg_catalog.=) 'monitor' THEN ARRAY['@extschema@.biomedclip_drift_report(interval, tstzrange)']
              WHEN job OPERATOR(pg_catalog.=) ANY (ARRAY['analyst', 'steward']) THEN ARRAY[
             '@extschema@.biomedclip_model_info()', '@extschema@.biomedclip_embed_image(bytea)',
@@ -212,7 +214,7 @@ CREATE FUNCTION biomedclip_job_functions(job text) RETURNS SETOF regprocedure
             '@extschema@.biomedclip_drop_calibration(text)', '@extschema@.biomedclip_load_model()',
             '@extschema@.biomedclip_register_collection(text, regclass, text, text, text[], text, boolean)',
             '@extschema@.biomedclip_drop_collection(text)', '@extschema@.biomedclip_train_probe(text, text, jsonb)',
-            '@extschema@.biomedclip_train_adapter(text, text, jsonb)']
+            '@extschema@.biomedclip_train_adapter(text, text, jsonb)', '@extschema@.biomedclip_training_progress()']
             ELSE ARRAY[]::pg_catalog.text[] END) AS u(f)
 $$;
 
@@ -226,6 +228,9 @@ BEGIN
         EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I', f, role);
         IF job OPERATOR(pg_catalog.=) 'monitor' THEN
             EXECUTE pg_catalog.format('GRANT SELECT ON biomedclip.query_log, biomedclip.query_feedback TO %I', role);
+        END IF;
+        IF job OPERATOR(pg_catalog.=) 'auditor' THEN
+            EXECUTE pg_catalog.format('GRANT SELECT ON biomedclip.training_runs TO %I', role);
         END IF;
         n := n OPERATOR(pg_catalog.+) 1;
         RETURN NEXT f;
@@ -246,6 +251,9 @@ BEGIN
         EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM %I', f, role);
         IF job OPERATOR(pg_catalog.=) 'monitor' THEN
             EXECUTE pg_catalog.format('REVOKE SELECT ON biomedclip.query_log, biomedclip.query_feedback FROM %I', role);
+        END IF;
+        IF job OPERATOR(pg_catalog.=) 'auditor' THEN
+            EXECUTE pg_catalog.format('REVOKE SELECT ON biomedclip.training_runs FROM %I', role);
         END IF;
         n := n OPERATOR(pg_catalog.+) 1;
         RETURN NEXT f;
@@ -444,3 +452,59 @@ CREATE FUNCTION biomedclip_adapt_text(name text, embedding embedding) RETURNS em
     AS 'MODULE_PATHNAME', 'biomedclip_adapt_text_wrapper' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 REVOKE ALL ON FUNCTION biomedclip_train_adapter(text, text, jsonb), biomedclip_adapt_image(text, embedding),
     biomedclip_adapt_text(text, embedding) FROM PUBLIC;
+
+-- Runs visible while they run (src/training_progress.rs): one row per training function now
+-- running in this database, with its phase, step and latest losses. No query text, rows or weights.
+CREATE FUNCTION biomedclip_training_progress()
+    RETURNS TABLE (pid integer, kind text, name text, trained_by text, phase text, step bigint, steps bigint,
+                   train_loss double precision, val_loss double precision, started_at timestamptz, updated_at timestamptz)
+    AS 'MODULE_PATHNAME', 'biomedclip_training_progress_wrapper' LANGUAGE C VOLATILE PARALLEL RESTRICTED ROWS 4;
+COMMENT ON FUNCTION biomedclip_training_progress() IS
+    'Training runs now in progress in this database (their audit rows appear when they commit): kind, name, role, phase, step of steps, latest training and validation loss.';
+
+-- "What exactly was in production at that moment?": the models (manifest SHA-256) loaded on or
+-- before it (biomedclip.model_activity; a day's row gives its first and last load, so a load later
+-- that same day is not counted as before), and the adapters and probes that existed then, each
+-- with the training run that made it (the latest succeeded run of that name finished by then).
+-- Runs as the caller, who needs SELECT on biomedclip.training_runs (the 'auditor' job grants it).
+CREATE FUNCTION biomedclip_provenance(at timestamptz) RETURNS jsonb
+    LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    WITH runs AS (
+        SELECT DISTINCT ON (t.kind OPERATOR(pg_catalog.=) 'probe', t.name) t.*
+        FROM biomedclip.training_runs t
+        WHERE t.status OPERATOR(pg_catalog.=) 'succeeded' AND t.finished_at OPERATOR(pg_catalog.<=) at
+        ORDER BY t.kind OPERATOR(pg_catalog.=) 'probe', t.name, t.finished_at DESC, t.run_id DESC
+    ), described AS (
+        SELECT r.kind OPERATOR(pg_catalog.=) 'probe' AS is_probe, r.name, pg_catalog.jsonb_build_object(
+            'name', r.name, 'kind', r.kind, 'run_id', r.run_id, 'weights_sha256', r.weights_sha256,
+            'base_model_sha256', r.base_model_sha256, 'options', r.options_used, 'seed', r.seed,
+            'dataset_fingerprint', r.dataset_fingerprint, 'row_counts', r.row_counts, 'metrics', r.metrics,
+            'trained_by', r.trained_by, 'started_at', r.started_at, 'finished_at', r.finished_at,
+            'software_version', r.software_version,
+            'replaced_later', EXISTS (SELECT 1 FROM biomedclip.training_runs l
+                                      WHERE l.name OPERATOR(pg_catalog.=) r.name AND l.status OPERATOR(pg_catalog.=) 'succeeded'
+                                        AND (l.kind OPERATOR(pg_catalog.=) 'probe') OPERATOR(pg_catalog.=) (r.kind OPERATOR(pg_catalog.=) 'probe')
+                                        AND l.finished_at OPERATOR(pg_catalog.>) at)) AS item
+        FROM runs r
+    ), loads AS (
+        SELECT m.manifest_sha256, m.name, m.version, m.precision, m.files, m.first_loaded_at,
+               pg_catalog.max(CASE WHEN x.last_at OPERATOR(pg_catalog.<=) at THEN x.last_at ELSE x.first_at END) AS last_load_before,
+               pg_catalog.bool_or(x.day OPERATOR(pg_catalog.=) (at AT TIME ZONE 'UTC')::date) AS loaded_that_day
+        FROM biomedclip.models m
+        JOIN biomedclip.model_activity x ON x.manifest_sha256 OPERATOR(pg_catalog.=) m.manifest_sha256
+        WHERE x.first_at OPERATOR(pg_catalog.<=) at
+        GROUP BY m.manifest_sha256, m.name, m.version, m.precision, m.files, m.first_loaded_at
+    )
+    SELECT pg_catalog.jsonb_build_object(
+        'at', at,
+        'models', (SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                       'manifest_sha256', l.manifest_sha256, 'name', l.name, 'version', l.version, 'precision', l.precision,
+                       'files', l.files, 'first_loaded_at', l.first_loaded_at, 'last_load_before', l.last_load_before,
+                       'loaded_that_day', l.loaded_that_day) ORDER BY l.last_load_before DESC, l.manifest_sha256), '[]'::pg_catalog.jsonb)
+                   FROM loads l),
+        'adapters', (SELECT COALESCE(pg_catalog.jsonb_agg(d.item ORDER BY d.name), '[]'::pg_catalog.jsonb) FROM described d WHERE NOT d.is_probe),
+        'probes', (SELECT COALESCE(pg_catalog.jsonb_agg(d.item ORDER BY d.name), '[]'::pg_catalog.jsonb) FROM described d WHERE d.is_probe))
+$$;
+COMMENT ON FUNCTION biomedclip_provenance(timestamptz) IS
+    'What was in production at a moment: the models (manifest SHA-256) loaded on or before it, and the adapters and probes that existed then with the training runs that made them.';
+REVOKE ALL ON FUNCTION biomedclip_training_progress(), biomedclip_provenance(timestamptz) FROM PUBLIC;

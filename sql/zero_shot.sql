@@ -125,16 +125,18 @@ FROM PUBLIC;
 --   'analyst': every function that runs the model or reports on it (embedding, tokenizing,
 --              preprocessing, DICOM and slide embedding, zero-shot, model info);
 --   'steward': 'analyst' plus saving and dropping calibrations and reloading the model;
---   'auditor': model info only (which model, which hashes), nothing that runs inference;
+--   'auditor': model info, provenance and training progress (which model, which hashes, which
+--              adapters and probes when), with SELECT on biomedclip.training_runs; nothing that runs inference;
 --   'monitor': the drift report, and SELECT on the query log and its feedback (granted with it).
 -- 'analyst' includes searching collections, giving feedback and using probes and adapters; 'steward'
--- registering collections and training probes and adapters.
+-- registering collections, training probes and adapters and watching the runs in progress.
 -- Runs as the caller, who must be able to grant (the extension's owner or a superuser).
 -- biomedclip_revoke(role, job) takes a bundle back.
 CREATE FUNCTION biomedclip_job_functions(job text) RETURNS SETOF regprocedure
     LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
     SELECT f::pg_catalog.regprocedure FROM pg_catalog.unnest(
-        CASE WHEN job OPERATOR(pg_catalog.=) 'auditor' THEN ARRAY['@extschema@.biomedclip_model_info()']
+        CASE WHEN job OPERATOR(pg_catalog.=) 'auditor' THEN ARRAY['@extschema@.biomedclip_model_info()',
+            '@extschema@.biomedclip_provenance(timestamptz)', '@extschema@.biomedclip_training_progress()']
              WHEN job OPERATOR(pg_catalog.=) 'monitor' THEN ARRAY['@extschema@.biomedclip_drift_report(interval, tstzrange)']
              WHEN job OPERATOR(pg_catalog.=) ANY (ARRAY['analyst', 'steward']) THEN ARRAY[
             '@extschema@.biomedclip_model_info()', '@extschema@.biomedclip_embed_image(bytea)',
@@ -156,7 +158,7 @@ CREATE FUNCTION biomedclip_job_functions(job text) RETURNS SETOF regprocedure
             '@extschema@.biomedclip_drop_calibration(text)', '@extschema@.biomedclip_load_model()',
             '@extschema@.biomedclip_register_collection(text, regclass, text, text, text[], text, boolean)',
             '@extschema@.biomedclip_drop_collection(text)', '@extschema@.biomedclip_train_probe(text, text, jsonb)',
-            '@extschema@.biomedclip_train_adapter(text, text, jsonb)']
+            '@extschema@.biomedclip_train_adapter(text, text, jsonb)', '@extschema@.biomedclip_training_progress()']
             ELSE ARRAY[]::pg_catalog.text[] END) AS u(f)
 $$;
 
@@ -170,6 +172,9 @@ BEGIN
         EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I', f, role);
         IF job OPERATOR(pg_catalog.=) 'monitor' THEN
             EXECUTE pg_catalog.format('GRANT SELECT ON biomedclip.query_log, biomedclip.query_feedback TO %I', role);
+        END IF;
+        IF job OPERATOR(pg_catalog.=) 'auditor' THEN
+            EXECUTE pg_catalog.format('GRANT SELECT ON biomedclip.training_runs TO %I', role);
         END IF;
         n := n OPERATOR(pg_catalog.+) 1;
         RETURN NEXT f;
@@ -190,6 +195,9 @@ BEGIN
         EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM %I', f, role);
         IF job OPERATOR(pg_catalog.=) 'monitor' THEN
             EXECUTE pg_catalog.format('REVOKE SELECT ON biomedclip.query_log, biomedclip.query_feedback FROM %I', role);
+        END IF;
+        IF job OPERATOR(pg_catalog.=) 'auditor' THEN
+            EXECUTE pg_catalog.format('REVOKE SELECT ON biomedclip.training_runs FROM %I', role);
         END IF;
         n := n OPERATOR(pg_catalog.+) 1;
         RETURN NEXT f;

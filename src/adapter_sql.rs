@@ -6,6 +6,7 @@
 
 use crate::extension_owner::{as_extension_owner, extension_info};
 use crate::model_cache::raise;
+use crate::training_progress::Progress;
 use crate::training_runs;
 use crate::vector_datum::PgVector;
 use biomedclip_core::finetune::adapter::ResidualAdapter;
@@ -119,13 +120,17 @@ fn biomedclip_train_adapter(name: Option<&str>, pairs_query: Option<&str>, optio
     }
     let started = training_runs::now();
     let role = crate::extension_owner::current_role_name();
+    let mut progress = Progress::start("residual", name, &role, opts.epochs);
     let (ids, images, texts, dim) = read_pairs(query);
     let fingerprint = pairs_fingerprint(&ids, &images, &texts, dim);
+    progress.update("training", 0, None, None, true);
     let run = train_residual(&images, &texts, dim, &opts, |e| {
         notice!("adapter \"{name}\" epoch {}: training loss {:.6}, validation loss {:.6}", e.epoch, e.train_loss, e.val_loss);
+        progress.update("training", e.epoch, Some(e.train_loss), Some(e.val_loss), true);
         pgrx::check_for_interrupts!();
     })
     .unwrap_or_else(|e| bad(e));
+    progress.update("evaluating", run.epochs.len(), None, None, true);
     let stress_metrics = stress.as_deref().map(|q| {
         let (_, si, st, sdim) = read_pairs(q);
         if sdim != dim {

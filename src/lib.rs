@@ -25,6 +25,7 @@ mod settings;
 mod slide_sql;
 mod text_cache;
 mod tokenizer_preload;
+mod training_progress;
 mod training_runs;
 mod vector_datum;
 mod vector_sql;

@@ -11,6 +11,8 @@ import json
 import math
 import os
 import sys
+import threading
+import time
 
 import numpy as np
 import psycopg
@@ -53,7 +55,7 @@ def setup():
     with psycopg.connect(host="127.0.0.1", port=PORT, user="postgres", dbname="postgres", autocommit=True) as c:
         c.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
         c.execute(f"CREATE DATABASE {DB}")
-        for r in ("ft_steward", "ft_half", "ft_user", "ft_nobody"):
+        for r in ("ft_steward", "ft_half", "ft_user", "ft_nobody", "ft_auditor"):
             c.execute(f"DROP ROLE IF EXISTS {r}")
             c.execute(f"CREATE ROLE {r} LOGIN")
     with connect() as c:
@@ -69,6 +71,7 @@ def setup():
         for r in ("ft_steward", "ft_half"):
             c.execute(f"SELECT count(*) FROM biomedclip_grant('{r}', 'steward')")
         c.execute("SELECT count(*) FROM biomedclip_grant('ft_user', 'analyst')")
+        c.execute("SELECT count(*) FROM biomedclip_grant('ft_auditor', 'auditor')")
 
 
 def split(ids, seed, val_fraction=0.2):
@@ -247,9 +250,98 @@ def adapters():
           codes == ("0A000", "22023", "42710") and user_codes == ("42501",) and tampered == "XX001", f"{codes} {user_codes} {tampered}")
 
 
+def no_signal():
+    """Texts independent of the images: nothing to learn, so with the default options validation
+    retrieval stays at chance and early stopping ends the run long before its epoch limit."""
+    d, n = 32, 600
+    r = np.random.default_rng(43)
+    im, tx = r.standard_normal((n, d)), r.standard_normal((n, d))
+    with connect() as c:
+        c.execute(f"CREATE TABLE noise (pair_id int, img embedding({d}), txt embedding({d}))")
+        with c.cursor() as cur:
+            with cur.copy("COPY noise FROM STDIN") as cp:
+                for i in range(n):
+                    cp.write_row((i, vec(im[i]), vec(tx[i])))
+        c.execute("GRANT SELECT ON noise TO ft_steward")
+    with connect("ft_steward") as c:
+        out = c.execute("SELECT biomedclip_train_adapter('noise', 'SELECT pair_id, img AS image, txt AS text FROM noise', "
+                        "'{\"epochs\": 40, \"seed\": 5}')").fetchone()[0]
+    v, m = out["metrics"]["validation"], out["metrics"]
+    n_val = out["rows"]["validation"]
+    # Chance R@1 is 1/n_val; with n_val = 120 a real gain of 0.3 (as in adapters()) is far outside noise.
+    flat = all(abs(v["after"][k]["r1"] - v["before"][k]["r1"]) <= 0.05 and v["after"][k]["r1"] <= 5.0 / n_val for k in ("image_to_text", "text_to_image"))
+    check("with no signal, training claims no improvement: validation R@1 stays at chance and early stopping fires",
+          flat and m["stopped_early"] and len(m["epochs"]) < 40,
+          f"R@1 {v['before']['image_to_text']['r1']:.3f} -> {v['after']['image_to_text']['r1']:.3f}, {len(m['epochs'])} of 40 epochs, best {m['best_epoch']}")
+
+
+def progress_and_provenance():
+    """A run is visible while it runs (biomedclip_training_progress, from another session) and gone
+    when it ends or is cancelled; biomedclip_provenance(at) names the run that was current at each
+    moment, and the model loaded by then."""
+    q = "SELECT pair_id, img AS image, txt AS text FROM pairs"
+    slow = '{"epochs": 400, "lr": 0.0001, "hidden": 32, "seed": 1, "patience": 400, "replace": true}'
+    seen, result, pid = [], {}, {}
+
+    def train(name):
+        with connect("ft_steward") as c:
+            pid[name] = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+            try:
+                result[name] = c.execute("SELECT biomedclip_train_adapter(%s, %s, %s)", (name, q, slow)).fetchone()[0]
+            except psycopg.Error as e:
+                result[name] = e.diag.sqlstate
+
+    t = threading.Thread(target=train, args=("watched",))
+    t.start()
+    with connect("ft_auditor") as c:
+        deadline = time.time() + 60
+        while time.time() < deadline and not any(r[4] >= 2 for r in seen):
+            seen += c.execute("SELECT pid, kind, name, trained_by, step, steps, phase, val_loss FROM biomedclip_training_progress()").fetchall()
+            time.sleep(0.1)
+        with connect() as admin:
+            admin.execute("SELECT pg_cancel_backend(%s)", (pid["watched"],))
+        t.join()
+        after = c.execute("SELECT count(*) FROM biomedclip_training_progress()").fetchone()[0]
+    mine = [r for r in seen if r[0] == pid["watched"]]
+    check("a running training run is visible from another session (kind, name, role, epoch of epochs, losses) and gone after it is cancelled",
+          mine and all(r[1:4] == ("residual", "watched", "ft_steward") and r[5] == 400 for r in mine)
+          and any(r[4] >= 2 and r[6] == "training" and r[7] is not None for r in mine) and result["watched"] == "57014" and after == 0,
+          f"{len(mine)} samples, last {mine[-1] if mine else None}, ended {result['watched']}, {after} rows after")
+    with connect() as c:
+        clock = lambda: c.execute("SELECT clock_timestamp()").fetchone()[0]  # noqa: E731
+        t0 = clock()
+        c.execute("SELECT biomedclip_embed_text('a chest radiograph')")
+        sha = c.execute("SELECT biomedclip_model_info() ->> 'manifest_sha256'").fetchone()[0]
+        time.sleep(0.05)
+        c.execute("SELECT biomedclip_train_adapter('prov', %s, '{\"epochs\": 2, \"seed\": 1}')", (q,))
+        first = c.execute("SELECT weights_sha256 FROM biomedclip.adapters WHERE name = 'prov'").fetchone()[0]
+        t1 = clock()
+        c.execute("SELECT biomedclip_train_adapter('prov', %s, '{\"epochs\": 2, \"seed\": 2, \"replace\": true}')", (q,))
+        second = c.execute("SELECT weights_sha256 FROM biomedclip.adapters WHERE name = 'prov'").fetchone()[0]
+        t2 = clock()
+        deadline = time.time() + 20
+        while time.time() < deadline and not c.execute("SELECT count(*) FROM biomedclip.model_activity").fetchone()[0]:
+            time.sleep(0.2)
+    with connect("ft_auditor") as c:
+        p = [c.execute("SELECT biomedclip_provenance(%s)", (t,)).fetchone()[0] for t in (t0, t1, t2)]
+    with connect("ft_user") as c:
+        denied = sqlstate(c, "SELECT biomedclip_provenance(now())")
+
+    def prov(doc):
+        return [(a["weights_sha256"], a["replaced_later"]) for a in doc["adapters"] if a["name"] == "prov"]
+
+    check("biomedclip_provenance(at): no adapter before it was trained, the first weights (replaced later) between the runs, "
+          "the second after; the model loaded by then and not before; an analyst is refused (42501)",
+          prov(p[0]) == [] and prov(p[1]) == [(first, True)] and prov(p[2]) == [(second, False)] and first != second
+          and [m["manifest_sha256"] for m in p[0]["models"]] == [] and [m["manifest_sha256"] for m in p[2]["models"]] == [sha]
+          and denied == "42501", f"{prov(p[1])} {prov(p[2])} models {[m['manifest_sha256'][:12] for m in p[2]['models']]} {denied}")
+
+
 setup()
 first = parity()
 behaviour(first)
 safety()
 adapters()
+no_signal()
+progress_and_provenance()
 finish()

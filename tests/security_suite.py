@@ -48,7 +48,8 @@ DECISIONS = {
     "biomedclip_register_collection": "deny", "biomedclip_drop_collection": "deny", "biomedclip_search": "deny",
     "biomedclip_thumbnail": "deny", "biomedclip_feedback": "deny", "biomedclip_drift_report": "deny",
     "biomedclip_train_probe": "deny", "biomedclip_probe": "deny", "biomedclip_train_adapter": "deny",
-    "biomedclip_adapt_image": "deny", "biomedclip_adapt_text": "deny",
+    "biomedclip_adapt_image": "deny", "biomedclip_adapt_text": "deny", "biomedclip_training_progress": "deny",
+    "biomedclip_provenance": "deny",
 }
 
 
@@ -109,6 +110,8 @@ CALLS = {
                                  "'{\"replace\": true, \"epochs\": 2}')", ()),
     "biomedclip_adapt_image": ("SELECT embedding_dims(biomedclip_adapt_image('sec_adapter', biomedclip_embed_text('x')))", ()),
     "biomedclip_adapt_text": ("SELECT embedding_dims(biomedclip_adapt_text('sec_adapter', biomedclip_embed_text('x')))", ()),
+    "biomedclip_training_progress": ("SELECT count(*) FROM biomedclip_training_progress()", ()),
+    "biomedclip_provenance": ("SELECT biomedclip_provenance(now()) ? 'models'", ()),
 }
 # Called only through the aggregates above.
 INTERNAL = {"biomedclip_calibration_accum", "biomedclip_fit_temperature_final", "biomedclip_reliability_final",
@@ -174,6 +177,9 @@ def setup():
         c.execute("INSERT INTO biomedclip.query_log (role, collection, query_kind, query_hmac, k, filter_columns, result_ids, distances, latency_ms) "
                   "VALUES ('attacker', 'sec', 'text', 'h', 1, '{}', ARRAY['1'], ARRAY[0.5], 1)")
         c.execute("GRANT SELECT ON biomedclip.query_log, biomedclip.query_feedback TO attacker")
+        # biomedclip_provenance reads the training runs as its caller (the 'auditor' job grants this).
+        if c.execute("SELECT to_regclass('biomedclip.training_runs')").fetchone()[0]:
+            c.execute("GRANT SELECT ON biomedclip.training_runs TO attacker")
 
 
 def extension_functions(c):
