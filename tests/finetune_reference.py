@@ -2,7 +2,8 @@
 
 1. the symmetric contrastive loss's gradients (inputs and logit scale) against central finite
    differences of numpy's own implementation of the loss;
-2. the residual adapter's backward pass against finite differences of numpy's forward pass;
+2. the residual adapter's and the projection heads' (text MLP with exact GELU, image linear)
+   backward passes against finite differences of numpy's forward passes;
 3. a whole training run (seeded split and shuffles, minibatches, AdamW with the anchored pull,
    early stopping) against a numpy implementation of the same algorithm: weights within 1e-4;
 4. the linear probe against scikit-learn's LogisticRegression (multinomial, L2, with and without
@@ -18,7 +19,7 @@ import subprocess
 import sys
 
 import numpy as np
-from scipy.special import logsumexp
+from scipy.special import erf, logsumexp
 
 sys.path.insert(0, os.path.dirname(__file__))
 from suite import ROOT, check, finish  # noqa: E402
@@ -89,6 +90,21 @@ def gradients():
     err = max(np.max(np.abs(np.array(r["dw1"]).reshape(hidden, d) - g1)), np.max(np.abs(np.array(r["dw2"]).reshape(d, hidden) - g2)))
     check("residual adapter: forward equals numpy, backward equals numpy finite differences",
           np.max(np.abs(np.array(r["y"]).reshape(n, d) - fwd(w1, w2))) < 1e-12 and err < 1e-6, f"max gradient Δ {err:.1e}")
+    # The model's projection heads (kind 'projection'): open_clip's text MLP d → h → GELU(erf) → o,
+    # and the image tower's linear d → o; numpy's forward uses scipy's erf.
+    h_mlp, d_out = 6, 4
+    w1, w2, dy = rng.standard_normal((d, h_mlp)), rng.standard_normal((h_mlp, d_out)), rng.standard_normal((n, d_out))
+    mlp = lambda a, b: (0.5 * (x @ a) * (1 + erf((x @ a) / np.sqrt(2)))) @ b  # noqa: E731
+    r = rust({"op": "head", "dim": d, "hidden": h_mlp, "d_out": d_out, "w1": w1.ravel().tolist(), "w2": w2.ravel().tolist(),
+              "x": x.ravel().tolist(), "dy": dy.ravel().tolist()})
+    g = np.concatenate([fd(lambda a: np.sum(mlp(a, w2) * dy), w1).ravel(), fd(lambda b: np.sum(mlp(w1, b) * dy), w2).ravel()])
+    err_mlp = np.max(np.abs(np.array(r["grad"]) - g))
+    fwd_mlp = np.max(np.abs(np.array(r["y"]).reshape(n, d_out) - mlp(w1, w2)))
+    r = rust({"op": "head", "dim": d, "hidden": 0, "d_out": d_out, "w1": w1[:, :d_out].ravel().tolist(),
+              "x": x.ravel().tolist(), "dy": dy.ravel().tolist()})
+    err_lin = np.max(np.abs(np.array(r["grad"]) - fd(lambda a: np.sum((x @ a) * dy), w1[:, :d_out].copy()).ravel()))
+    check("projection heads (text MLP with exact GELU, image linear): forward equals numpy, backward equals numpy finite differences",
+          fwd_mlp < 1e-12 and err_mlp < 1e-6 and err_lin < 1e-6, f"forward Δ {fwd_mlp:.1e}, MLP gradient Δ {err_mlp:.1e}, linear {err_lin:.1e}")
 
 
 class Adam:

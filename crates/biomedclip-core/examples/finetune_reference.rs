@@ -3,11 +3,12 @@
 //! finite differences of numpy's own forward pass, and a whole training run against a numpy
 //! implementation of the same algorithm.
 //!
-//! stdin: {"op": "contrastive" | "adapter" | "train" | "probe", ...}; stdout: the results.
+//! stdin: {"op": "contrastive" | "adapter" | "head" | "train" | "probe", ...}; stdout: the results.
 
 use biomedclip_core::finetune::adapter::ResidualAdapter;
 use biomedclip_core::finetune::contrastive;
 use biomedclip_core::finetune::probe::{self, ProbeOptions};
+use biomedclip_core::finetune::projection::Head;
 use biomedclip_core::finetune::train::{train_residual, TrainOptions};
 use serde_json::{json, Value};
 use std::io::Read;
@@ -38,6 +39,17 @@ fn main() {
             let (y, act) = a.forward(&x);
             let (dw1, dw2) = a.backward(&x, &act, &floats(&q["dy"]));
             json!({"y": y, "dw1": dw1, "dw2": dw2})
+        }
+        "head" => {
+            let (hidden, d_out) = (q["hidden"].as_u64().unwrap() as usize, q["d_out"].as_u64().unwrap() as usize);
+            let head = if hidden == 0 {
+                Head::Linear { d_in: dim, d_out, w: floats(&q["w1"]) }
+            } else {
+                Head::Mlp { d_in: dim, hidden, d_out, w1: floats(&q["w1"]), w2: floats(&q["w2"]) }
+            };
+            let x = floats(&q["x"]);
+            let (y, act) = head.forward(&x);
+            json!({"y": y, "grad": head.backward(&x, &act, &floats(&q["dy"]))})
         }
         "train" => {
             let o = &q["options"];

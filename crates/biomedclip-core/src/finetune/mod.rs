@@ -1,7 +1,9 @@
 //! Light fine-tuning on stored embeddings, with the backbone frozen: residual adapters trained
 //! with the symmetric contrastive loss and AdamW, and linear probes (multinomial logistic
-//! regression by L-BFGS). Everything is f64, single-threaded and summed
-//! in a fixed order, so the same inputs, options and seed give bit-identical weights.
+//! regression by L-BFGS), and the model's own projection heads as trainable parameters
+//! (`projection`, groundwork for kind 'projection'). Everything is f64 and single-threaded, with
+//! the matrix products through ndarray's deterministic kernels, so the same inputs, options and
+//! seed give bit-identical weights on the same machine.
 
 pub mod adapter;
 pub mod contrastive;
@@ -9,6 +11,7 @@ pub mod lbfgs;
 pub mod metrics;
 pub mod probe;
 pub mod probe_run;
+pub mod projection;
 pub mod train;
 
 /// The seeded generator of splits, shuffles and initial weights.
