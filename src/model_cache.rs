@@ -147,6 +147,9 @@ fn current_key() -> CacheKey {
 }
 
 fn ensure_ort() {
+    // Before the first helper thread exists: an interrupted caller leaves that thread running
+    // (hashing and loading the library), and the process must wait for it before it exits.
+    register_exit_hook();
     let lib = settings::path_setting(&settings::ORT_LIBRARY, "biomedclip.ort_library")
         .unwrap_or_else(|| raise_model_error(ModelError::Runtime("biomedclip.ort_library is not set (path of libonnxruntime.so)".into())));
     let interrupt = Interrupt::new(&pg_interrupt_pending);
@@ -158,7 +161,6 @@ fn load(key: &CacheKey) -> Cached {
         return connect(key);
     }
     ensure_ort();
-    register_exit_hook();
     let cfg = RuntimeConfig { intra_op_threads: key.threads, provider: key.provider, pinned_sha256: key.pinned_sha256.clone() };
     let interrupt = Interrupt::new(&pg_interrupt_pending);
     let model = LocalModel::load_watched(&PathBuf::from(&key.dir), &cfg, &interrupt).unwrap_or_else(|e| raise_model_error(e));

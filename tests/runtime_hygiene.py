@@ -7,7 +7,9 @@
 3. 20 pg_terminate_backend calls during long runs (texts, images, slides) never crash a backend:
    the postmaster never restarts (an idle session survives, the start time is unchanged, the
    log has no "terminated by signal");
-4. a cancel during a model load returns at once, and the next call loads the model;
+4. a cancel during a model load returns at once, and the next call loads the model; sessions
+   that time out at every moment of their first load and disconnect at once (the library and
+   the model still loading on a helper thread) never crash the server;
 5. statement_timeout during image decoding and slide tiling (not only inference).
 
 Usage: runtime_hygiene.py PORT [SERVER_LOG]
@@ -252,15 +254,19 @@ def cancel_during_load():
         c.execute("SELECT biomedclip_load_model() IS NOT NULL")
         plain_load_ms = (time.monotonic() - t0) * 1000
     with connect(**own) as c:
-        c.execute("SET statement_timeout = '1ms'")
+        # One simple-protocol string, an implicit transaction: the error rolls the SET back, so
+        # no later statement runs under the 1 ms timeout. (A RESET that ran under it failed once
+        # in CI with "canceling statement due to user request": PostgreSQL clears a statement
+        # timeout's indicator when the statement ends, so a timeout that fires in a statement
+        # that never checks for interrupts is reported at the next check as a plain cancel.)
         start = time.monotonic()
         try:
-            c.execute("SELECT biomedclip_embed_text('x')")
+            c.execute("SET statement_timeout = '1ms'; SELECT biomedclip_embed_text('x')")
             err = None
         except psycopg.Error as e:
             err = e
         elapsed = (time.monotonic() - start) * 1000
-        c.execute("RESET statement_timeout")
+        assert c.execute("SHOW statement_timeout").fetchone()[0] == "0"
         t0 = time.monotonic()
         dims = c.execute("SELECT embedding_dims(biomedclip_embed_text('x'))").fetchone()[0]
         load_ms = (time.monotonic() - t0) * 1000
@@ -268,6 +274,60 @@ def cancel_during_load():
     check("statement_timeout during a model load ends it at once (57014), not after the load, and the next call loads", ok,
           f"error {getattr(err, 'diag', None) and err.diag.sqlstate} after {elapsed:.0f} ms; a load alone takes {plain_load_ms:.0f} ms, "
           f"load + call {load_ms:.0f} ms")
+
+
+def exits_during_first_load():
+    """Fresh sessions whose first call times out at every moment of the first load (the ONNX
+    Runtime library hashed and opened, then the model verified and its sessions built, both on
+    a helper thread) and that disconnect at once: the process must wait for that thread before
+    exiting. Before the fix, a timeout while the library was still loading crashed the server
+    (SIGSEGV at exit, every session restarted)."""
+    import psycopg
+
+    own = {"options": "-c biomedclip.inference=backend"}
+    with connect(**own) as c:
+        started = c.execute("SELECT pg_postmaster_start_time()").fetchone()[0]
+        t0 = time.monotonic()
+        c.execute("SELECT biomedclip_load_model() IS NOT NULL")
+        load_ms = (time.monotonic() - t0) * 1000
+    log_size = os.path.getsize(LOG) if LOG else 0
+    # 60 moments from 1 ms to 1.5 times a whole load.
+    moments = sorted({max(1, round(load_ms * 1.5 * i / 60)) for i in range(60)})
+    outcomes, crashed_at = {}, None
+    for ms in moments:
+        try:
+            with connect(**own) as c:
+                c.execute(f"SET statement_timeout = {ms}")
+                try:
+                    c.execute("SELECT biomedclip_embed_text('x')")
+                    outcome = "done"
+                except psycopg.Error as e:
+                    outcome = e.diag.sqlstate
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            time.sleep(0.05)  # the backend exits
+            with connect() as c:
+                same = c.execute("SELECT pg_postmaster_start_time()").fetchone()[0] == started
+        except psycopg.Error:
+            same = False
+        if not same:
+            crashed_at = ms
+            break
+    crashes = []
+    if LOG:
+        with open(LOG, errors="replace") as f:
+            f.seek(log_size)
+            crashes = [l.strip() for l in f if "terminated by signal" in l]
+    if crashed_at is not None:  # wait for the restart so that later checks can run
+        for _ in range(100):
+            try:
+                connect().close()
+                break
+            except Exception:
+                time.sleep(0.2)
+    check("sessions that time out during their first load and disconnect at once never crash the server",
+          crashed_at is None and not crashes and outcomes.get("57014", 0) > 0,
+          f"{len(moments)} timeouts from {moments[0]} to {moments[-1]} ms (a load: {load_ms:.0f} ms); outcomes {outcomes}; "
+          f"server restarted after the {crashed_at} ms timeout: {crashed_at is not None}; crash lines: {crashes[:1]}")
 
 
 def timeouts_in_decoding():
@@ -311,6 +371,7 @@ cancel_latency()
 timeout_latency()
 interrupted_sqlstate()
 cancel_during_load()
+exits_during_first_load()
 timeouts_in_decoding()
 terminations()
 failed = results.count(False)
