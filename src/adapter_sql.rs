@@ -6,6 +6,8 @@
 
 use crate::extension_owner::{as_extension_owner, extension_info};
 use crate::model_cache::raise;
+use crate::report_held;
+use crate::stored_weights::{Cache, WeightsTable};
 use crate::training_progress::Progress;
 use crate::training_runs;
 use crate::vector_datum::PgVector;
@@ -15,8 +17,6 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 use pgrx::PgSqlErrorCode::*;
 use serde_json::{json, Value};
-use std::cell::RefCell;
-use std::collections::HashMap;
 
 const OPTION_KEYS: [&str; 15] = [
     "kind", "epochs", "batch_size", "lr", "pull", "alpha", "hidden", "val_fraction", "seed", "patience", "min_delta", "logit_scale",
@@ -125,9 +125,10 @@ fn biomedclip_train_adapter(name: Option<&str>, pairs_query: Option<&str>, optio
     let fingerprint = pairs_fingerprint(&ids, &images, &texts, dim);
     progress.update("training", 0, None, None, true);
     let run = train_residual(&images, &texts, dim, &opts, |e| {
-        notice!("adapter \"{name}\" epoch {}: training loss {:.6}, validation loss {:.6}", e.epoch, e.train_loss, e.val_loss);
         progress.update("training", e.epoch, Some(e.train_loss), Some(e.val_loss), true);
-        pgrx::check_for_interrupts!();
+        // Holds interrupts while the NOTICE is sent, then checks them (a cancel unwinds, so the
+        // progress file goes).
+        report_held::held(|| notice!("adapter \"{name}\" epoch {}: training loss {:.6}, validation loss {:.6}", e.epoch, e.train_loss, e.val_loss));
     })
     .unwrap_or_else(|e| bad(e));
     progress.update("evaluating", run.epochs.len(), None, None, true);
@@ -185,39 +186,20 @@ fn biomedclip_train_adapter(name: Option<&str>, pairs_query: Option<&str>, optio
                  "rows": rows, "metrics": metrics, "options": used}))
 }
 
-/// Adapters this backend has verified, by name, with the row version they came from.
-type Verified = (String, ResidualAdapter, ResidualAdapter);
+const ADAPTERS: WeightsTable = WeightsTable { table: "biomedclip.adapters", kind: "adapter" };
 
 thread_local! {
-    static CACHE: RefCell<HashMap<String, Verified>> = RefCell::new(HashMap::new());
+    /// Verified (image, text) adapters by name.
+    static CACHE: Cache<(ResidualAdapter, ResidualAdapter)> = Default::default();
 }
 
 fn adapter(name: &str, image: bool) -> ResidualAdapter {
-    let ext = extension_info();
-    let version = as_extension_owner(ext.owner, || {
-        crate::pinned_search_path::first_value::<String>(
-            "SELECT a.xmin::pg_catalog.text OPERATOR(pg_catalog.||) '/' OPERATOR(pg_catalog.||) a.weights_sha256 FROM biomedclip.adapters a WHERE a.name OPERATOR(pg_catalog.=) $1",
-            &[name.into()],
-        )
-    });
-    let Some(version) = version else { raise(ERRCODE_UNDEFINED_OBJECT, format!("adapter \"{name}\" does not exist")) };
-    let cached = CACHE.with(|c| c.borrow().get(name).filter(|v| v.0 == version).map(|v| if image { v.1.clone() } else { v.2.clone() }));
-    if let Some(a) = cached {
-        return a;
-    }
-    type Row = (i32, i32, f64, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, f64, String);
-    let row: Option<Row> = as_extension_owner(ext.owner, || {
-        Spi::connect(|client| {
-            let t = client.select(
-                "SELECT dim, hidden, alpha, image_w1, image_w2, text_w1, text_w2, logit_scale, weights_sha256 FROM biomedclip.adapters WHERE name OPERATOR(pg_catalog.=) $1",
-                None,
-                &[name.into()],
-            )?;
-            let mut out = None;
-            for r in t {
-                out = Some((
-                    r.get::<i32>(1)?.unwrap_or(0),
-                    r.get::<i32>(2)?.unwrap_or(0),
+    let (im, tx) = ADAPTERS.cached(&CACHE, name, || {
+        let (version, (dim, hidden, alpha, iw1, iw2, tw1, tw2, scale, sha)) =
+            ADAPTERS.read_row(name, "dim, hidden, alpha, image_w1, image_w2, text_w1, text_w2, logit_scale, weights_sha256", |r| {
+                Ok((
+                    r.get::<i32>(1)?.unwrap_or(0) as usize,
+                    r.get::<i32>(2)?.unwrap_or(0) as usize,
                     r.get::<f64>(3)?.unwrap_or(f64::NAN),
                     r.get::<Vec<f64>>(4)?.unwrap_or_default(),
                     r.get::<Vec<f64>>(5)?.unwrap_or_default(),
@@ -225,21 +207,16 @@ fn adapter(name: &str, image: bool) -> ResidualAdapter {
                     r.get::<Vec<f64>>(7)?.unwrap_or_default(),
                     r.get::<f64>(8)?.unwrap_or(f64::NAN),
                     r.get::<String>(9)?.unwrap_or_default(),
-                ));
-            }
-            Ok::<_, pgrx::spi::Error>(out)
-        })
-    })
-    .unwrap_or_else(|e| error!("cannot read biomedclip.adapters: {e}"));
-    let Some((dim, hidden, alpha, iw1, iw2, tw1, tw2, scale, sha)) = row else { raise(ERRCODE_UNDEFINED_OBJECT, format!("adapter \"{name}\" does not exist")) };
-    let (dim, hidden) = (dim as usize, hidden as usize);
-    let ok = [&iw1, &iw2, &tw1, &tw2].iter().all(|w| w.len() == dim * hidden);
-    let im = ResidualAdapter { dim, hidden, alpha, w1: iw1, w2: iw2 };
-    let tx = ResidualAdapter { dim, hidden, alpha, w1: tw1, w2: tw2 };
-    if !ok || adapters_sha256(&im, &tx, scale) != sha {
-        raise(ERRCODE_DATA_CORRUPTED, format!("the weights of adapter \"{name}\" do not match their SHA-256"));
-    }
-    CACHE.with(|c| c.borrow_mut().insert(name.to_string(), (version, im.clone(), tx.clone())));
+                ))
+            });
+        let ok = [&iw1, &iw2, &tw1, &tw2].iter().all(|w| w.len() == dim * hidden);
+        let im = ResidualAdapter { dim, hidden, alpha, w1: iw1, w2: iw2 };
+        let tx = ResidualAdapter { dim, hidden, alpha, w1: tw1, w2: tw2 };
+        if !ok || adapters_sha256(&im, &tx, scale) != sha {
+            raise(ERRCODE_DATA_CORRUPTED, format!("the weights of adapter \"{name}\" do not match their SHA-256"));
+        }
+        (version, (im, tx))
+    });
     if image {
         im
     } else {

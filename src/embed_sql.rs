@@ -26,7 +26,7 @@ pub(crate) fn skip_or_raise(code: PgSqlErrorCode, message: String, element: Opti
         None => message,
     };
     if settings::ON_ERROR.get() == settings::OnError::Null {
-        pgrx::warning!("biomedclip: input skipped, embedded as NULL (biomedclip.on_error = null): {message}");
+        crate::report_held::held(|| pgrx::warning!("biomedclip: input skipped, embedded as NULL (biomedclip.on_error = null): {message}"));
     } else {
         model_cache::raise(code, message);
     }
@@ -138,9 +138,11 @@ fn notice_truncation_once(context: usize) {
     }
     let statement = unsafe { (pg_sys::GetCurrentTransactionStartTimestamp(), pg_sys::GetCurrentStatementStartTimestamp()) };
     if LAST.with(|l| l.replace(statement)) != statement {
-        pgrx::notice!(
-            "biomedclip: text longer than the model's context of {context} tokens was cut to {context} tokens; the rest is not embedded (one notice per statement)"
-        );
+        crate::report_held::held(|| {
+            pgrx::notice!(
+                "biomedclip: text longer than the model's context of {context} tokens was cut to {context} tokens; the rest is not embedded (one notice per statement)"
+            )
+        });
     }
 }
 
@@ -176,13 +178,15 @@ fn hint_if_slide(data: &[u8]) {
     if let Ok(Ok(levels)) = std::panic::catch_unwind(|| biomedclip_core::slide::Slide::open(data).map(|s| s.levels())) {
         let large_tiled = levels[0].tile_width > 0 && levels[0].width as u64 * levels[0].height as u64 >= 2048 * 2048;
         if levels.len() > 1 || large_tiled {
-            pgrx::notice!(
-                "biomedclip: this is a whole-slide image ({} x {} pixels, {} level{}) embedded as one picture; for pathology use biomedclip_embed_slide or biomedclip_slide_patches",
-                levels[0].width,
-                levels[0].height,
-                levels.len(),
-                if levels.len() == 1 { "" } else { "s" }
-            );
+            crate::report_held::held(|| {
+                pgrx::notice!(
+                    "biomedclip: this is a whole-slide image ({} x {} pixels, {} level{}) embedded as one picture; for pathology use biomedclip_embed_slide or biomedclip_slide_patches",
+                    levels[0].width,
+                    levels[0].height,
+                    levels.len(),
+                    if levels.len() == 1 { "" } else { "s" }
+                )
+            });
         }
     }
 }

@@ -98,13 +98,10 @@ fn registry_owner() -> Option<pg_sys::Oid> {
 /// either way, and the server log has the record.
 /// Records that this backend uses the model (loaded here, or run by the inference service).
 pub fn record_load(m: &Manifest, manifest_bytes: &[u8], manifest_sha256: &str, at: &LoadTime) {
-    pgrx::log!(
-        "biomedclip: using model \"{}\" version \"{}\" ({}), manifest sha256 {}",
-        m.name,
-        m.version,
-        m.precision,
-        manifest_sha256
-    );
+    // Held: the caller owns the model it just loaded, which a cancel here must not leak.
+    crate::report_held::held(|| {
+        pgrx::log!("biomedclip: using model \"{}\" version \"{}\" ({}), manifest sha256 {}", m.name, m.version, m.precision, manifest_sha256)
+    });
     if unsafe { pg_sys::RecoveryInProgress() } {
         return;
     }
@@ -116,7 +113,7 @@ pub fn record_load(m: &Manifest, manifest_bytes: &[u8], manifest_sha256: &str, a
     };
     let db = unsafe { pg_sys::MyDatabaseId };
     if let Err(e) = write_spool(db, &entry) {
-        pgrx::log!("biomedclip: could not spool the model load for biomedclip.models: {e}");
+        crate::report_held::held(|| pgrx::log!("biomedclip: could not spool the model load for biomedclip.models: {e}"));
         return;
     }
     start_worker(db, owner);
@@ -143,7 +140,7 @@ fn start_worker(db: pg_sys::Oid, owner: pg_sys::Oid) {
         .set_restart_time(None)
         .load_dynamic();
     if started.is_err() {
-        pgrx::log!("biomedclip: no background worker slot to record the model load now; the next load records it");
+        crate::report_held::held(|| pgrx::log!("biomedclip: no background worker slot to record the model load now; the next load records it"));
     }
 }
 

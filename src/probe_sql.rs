@@ -5,6 +5,7 @@
 
 use crate::extension_owner::{as_extension_owner, extension_info};
 use crate::model_cache::raise;
+use crate::stored_weights::{Cache, WeightsTable};
 use crate::training_progress::Progress;
 use crate::training_runs;
 use crate::vector_datum::PgVector;
@@ -116,14 +117,16 @@ fn biomedclip_train_probe(name: Option<&str>, examples_query: Option<&str>, opti
     })
     .unwrap_or_else(|e| bad(e));
     let m = &run.model;
-    notice!(
-        "probe \"{name}\": {} training and {} validation rows, {} labels, accuracy {:.4} on validation, temperature {:.4}",
-        run.train_rows,
-        run.val_rows,
-        m.labels.len(),
-        run.val_calibrated.accuracy,
-        m.temperature
-    );
+    crate::report_held::held(|| {
+        notice!(
+            "probe \"{name}\": {} training and {} validation rows, {} labels, accuracy {:.4} on validation, temperature {:.4}",
+            run.train_rows,
+            run.val_rows,
+            m.labels.len(),
+            run.val_calibrated.accuracy,
+            m.temperature
+        )
+    });
     let weights_sha = m.weights_sha256();
     let metrics = json!({"train": metrics_json(&run.train), "validation_uncalibrated": metrics_json(&run.val_uncalibrated),
                          "validation": metrics_json(&run.val_calibrated), "converged": run.converged, "temperature": m.temperature});
@@ -170,54 +173,41 @@ fn biomedclip_train_probe(name: Option<&str>, examples_query: Option<&str>, opti
                  "labels": m.labels, "metrics": metrics, "options": used}))
 }
 
-/// A stored probe, its weights checked against the stored SHA-256.
+const PROBES: WeightsTable = WeightsTable { table: "biomedclip.probes", kind: "probe" };
+
+thread_local! {
+    /// Verified probes by name.
+    static CACHE: Cache<ProbeModel> = Default::default();
+}
+
+/// A stored probe, its weights checked against the stored SHA-256 whenever the row changed.
 fn load_probe(name: &str) -> ProbeModel {
-    let ext = extension_info();
-    type Row = (Vec<String>, i32, i32, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, f64, String);
-    let row: Option<Row> = as_extension_owner(ext.owner, || {
-        Spi::connect(|client| {
-            let t = client.select(
-                "SELECT labels, dim, features, feature_mean, feature_scale, coef, intercept, temperature, weights_sha256 \
-                 FROM biomedclip.probes WHERE name OPERATOR(pg_catalog.=) $1",
-                None,
-                &[name.into()],
-            )?;
-            let mut out = None;
-            for r in t {
-                out = Some((
-                    r.get::<Vec<String>>(1)?.unwrap_or_default(),
-                    r.get::<i32>(2)?.unwrap_or(0),
-                    r.get::<i32>(3)?.unwrap_or(0),
-                    r.get::<Vec<f64>>(4)?.unwrap_or_default(),
-                    r.get::<Vec<f64>>(5)?.unwrap_or_default(),
-                    r.get::<Vec<f64>>(6)?.unwrap_or_default(),
-                    r.get::<Vec<f64>>(7)?.unwrap_or_default(),
-                    r.get::<f64>(8)?.unwrap_or(f64::NAN),
-                    r.get::<String>(9)?.unwrap_or_default(),
-                ));
-            }
-            Ok::<_, pgrx::spi::Error>(out)
-        })
+    PROBES.cached(&CACHE, name, || {
+        let columns = "labels, dim, features, feature_mean, feature_scale, coef, intercept, temperature, weights_sha256";
+        let (version, (labels, dim, features, mean, scale, coef, intercept, temperature, sha)) = PROBES.read_row(name, columns, |r| {
+            Ok((
+                r.get::<Vec<String>>(1)?.unwrap_or_default(),
+                r.get::<i32>(2)?.unwrap_or(0) as usize,
+                r.get::<i32>(3)?.unwrap_or(0) as usize,
+                r.get::<Vec<f64>>(4)?.unwrap_or_default(),
+                r.get::<Vec<f64>>(5)?.unwrap_or_default(),
+                r.get::<Vec<f64>>(6)?.unwrap_or_default(),
+                r.get::<Vec<f64>>(7)?.unwrap_or_default(),
+                r.get::<f64>(8)?.unwrap_or(f64::NAN),
+                r.get::<String>(9)?.unwrap_or_default(),
+            ))
+        });
+        let classes = labels.len();
+        let model = ProbeModel { labels, dim, features, mean, scale, probe: Probe { classes, dim: dim + features, coef, intercept }, temperature };
+        let shapes_ok = model.probe.coef.len() == classes * model.probe.dim
+            && model.probe.intercept.len() == classes
+            && model.mean.len() == model.features
+            && model.scale.len() == model.features;
+        if !shapes_ok || model.weights_sha256() != sha {
+            raise(ERRCODE_DATA_CORRUPTED, format!("the weights of probe \"{name}\" do not match their SHA-256"));
+        }
+        (version, model)
     })
-    .unwrap_or_else(|e| error!("cannot read biomedclip.probes: {e}"));
-    let Some((labels, dim, features, mean, scale, coef, intercept, temperature, sha)) = row else {
-        raise(ERRCODE_UNDEFINED_OBJECT, format!("probe \"{name}\" does not exist"));
-    };
-    let classes = labels.len();
-    let model = ProbeModel {
-        labels,
-        dim: dim as usize,
-        features: features as usize,
-        mean,
-        scale,
-        probe: Probe { classes, dim: (dim + features) as usize, coef, intercept },
-        temperature,
-    };
-    let shapes_ok = model.probe.coef.len() == classes * model.probe.dim && model.probe.intercept.len() == classes && model.mean.len() == model.features && model.scale.len() == model.features;
-    if !shapes_ok || model.weights_sha256() != sha {
-        raise(ERRCODE_DATA_CORRUPTED, format!("the weights of probe \"{name}\" do not match their SHA-256"));
-    }
-    model
 }
 
 #[pg_extern(sql = false)]

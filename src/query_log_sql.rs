@@ -134,7 +134,7 @@ fn biomedclip_feedback(query_id: Option<i64>, result_id: Option<&str>, action: O
     }
     let keep_note = settings::QUERY_LOG_NOTES.get();
     if note.is_some() && !keep_note {
-        notice!("the feedback's note was not stored (biomedclip.query_log_notes is off)");
+        crate::report_held::held(|| notice!("the feedback's note was not stored (biomedclip.query_log_notes is off)"));
     }
     let note = note.filter(|_| keep_note);
     let id = as_extension_owner(ext.owner, || {

@@ -181,10 +181,12 @@ fn biomedclip_fit_temperature_final(state: Internal) -> Option<JsonB> {
     }
     let fit = calibration::fit(&st.samples).unwrap_or_else(|e| raise(ERRCODE_INVALID_PARAMETER_VALUE, format!("cannot fit a temperature: {e}")));
     if fit.at_search_bound {
-        pgrx::warning!(
-            "the temperature fit is degenerate: it stopped at the search bound T = {:.4} (constant or perfectly separated logits); biomedclip_save_calibration refuses it",
-            fit.temperature
-        );
+        crate::report_held::held(|| {
+            pgrx::warning!(
+                "the temperature fit is degenerate: it stopped at the search bound T = {:.4} (constant or perfectly separated logits); biomedclip_save_calibration refuses it",
+                fit.temperature
+            )
+        });
     }
     Some(JsonB(serde_json::to_value(fit).expect("fit serializes")))
 }

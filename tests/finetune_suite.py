@@ -282,6 +282,7 @@ def progress_and_provenance():
     q = "SELECT pair_id, img AS image, txt AS text FROM pairs"
     slow = '{"epochs": 400, "lr": 0.0001, "hidden": 32, "seed": 1, "patience": 400, "replace": true}'
     seen, result, pid = [], {}, {}
+    counted = threading.Event()
 
     def train(name):
         with connect("ft_steward") as c:
@@ -290,6 +291,9 @@ def progress_and_provenance():
                 result[name] = c.execute("SELECT biomedclip_train_adapter(%s, %s, %s)", (name, q, slow)).fetchone()[0]
             except psycopg.Error as e:
                 result[name] = e.diag.sqlstate
+            # The session stays open (its backend alive) until the progress was read again: only
+            # the run's own cleanup can make its row go, not the backend's exit.
+            counted.wait(60)
 
     t = threading.Thread(target=train, args=("watched",))
     t.start()
@@ -300,8 +304,12 @@ def progress_and_provenance():
             time.sleep(0.1)
         with connect() as admin:
             admin.execute("SELECT pg_cancel_backend(%s)", (pid["watched"],))
-        t.join()
+        deadline = time.time() + 60
+        while "watched" not in result and time.time() < deadline:
+            time.sleep(0.05)
         after = c.execute("SELECT count(*) FROM biomedclip_training_progress()").fetchone()[0]
+        counted.set()
+        t.join()
     mine = [r for r in seen if r[0] == pid["watched"]]
     check("a running training run is visible from another session (kind, name, role, epoch of epochs, losses) and gone after it is cancelled",
           mine and all(r[1:4] == ("residual", "watched", "ft_steward") and r[5] == 400 for r in mine)

@@ -112,14 +112,14 @@ pub unsafe fn train(heap: pg_sys::Relation, index: pg_sys::Relation, info: *mut 
     let wanted = handler::lists_option(index);
     let lists = if wanted > 0 { wanted } else { super::default_lists(st.seen as f64) };
     if st.seen < lists as u64 * FEW_ROWS_PER_LIST {
-        pgrx::pg_sys::panic::ErrorReport::new(
+        let report = pgrx::pg_sys::panic::ErrorReport::new(
             PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
             format!("ivf index created with little data ({} rows for {} lists)", st.seen, lists),
             pgrx::function_name!(),
         )
         .set_detail("Lists trained on few rows give low recall.")
-        .set_hint("REINDEX once the table holds more data.")
-        .report(PgLogLevel::NOTICE);
+        .set_hint("REINDEX once the table holds more data.");
+        crate::report_held::held(|| report.report(PgLogLevel::NOTICE));
     }
     super::build::progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, super::build::PHASE_KMEANS);
     let flat = subsample(std::mem::take(&mut st.sample), lists * SAMPLES_PER_LIST, &mut st.rng);
