@@ -22,7 +22,7 @@ from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, os.path.dirname(__file__))
 from splitmix import SplitMix64  # noqa: E402
-from suite import check, finish, vec  # noqa: E402
+from suite import check, finish, fresh_database, sqlstate, vec  # noqa: E402
 
 PORT = int(sys.argv[1])
 DB = "biomedclip_finetune"
@@ -31,14 +31,6 @@ N, D, K = 600, 16, 4
 
 def connect(user="postgres"):
     return psycopg.connect(host="127.0.0.1", port=PORT, user=user, dbname=DB, autocommit=True)
-
-
-def sqlstate(conn, sql, args=()):
-    try:
-        conn.execute(sql, args).fetchall()
-        return None
-    except psycopg.Error as e:
-        return e.diag.sqlstate
 
 
 rng = np.random.default_rng(31)
@@ -52,12 +44,7 @@ IDS = [f"ex{i:04d}" for i in range(N)]
 
 
 def setup():
-    with psycopg.connect(host="127.0.0.1", port=PORT, user="postgres", dbname="postgres", autocommit=True) as c:
-        c.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-        c.execute(f"CREATE DATABASE {DB}")
-        for r in ("ft_steward", "ft_half", "ft_user", "ft_nobody", "ft_auditor"):
-            c.execute(f"DROP ROLE IF EXISTS {r}")
-            c.execute(f"CREATE ROLE {r} LOGIN")
+    fresh_database(PORT, DB, ("ft_steward", "ft_half", "ft_user", "ft_nobody", "ft_auditor"))
     with connect() as c:
         c.execute("CREATE EXTENSION biomedclip")
         c.execute(f"CREATE TABLE examples (example_id text, emb embedding({D}), finding text, age float8, lab float8, site text)")

@@ -19,7 +19,7 @@ import numpy as np
 import psycopg
 
 sys.path.insert(0, os.path.dirname(__file__))
-from suite import SHARED, check, finish, vec  # noqa: E402
+from suite import SHARED, check, finish, fresh_database, sqlstate, vec  # noqa: E402
 
 PORT = int(sys.argv[1])
 DATADIR = sys.argv[2]
@@ -38,14 +38,6 @@ def parse(text):
     return np.array(json.loads(text), dtype=np.float64)
 
 
-def sqlstate(conn, sql, args=()):
-    try:
-        conn.execute(sql, args).fetchall()
-        return None
-    except psycopg.Error as e:
-        return e.diag.sqlstate
-
-
 PNG = open(os.path.join(SHARED, "biomedclip/example_images", sorted(os.listdir(os.path.join(SHARED, "biomedclip/example_images")))[0]), "rb").read()
 DICOM = open(os.path.join(SHARED, "dicom", sorted(f for f in os.listdir(os.path.join(SHARED, "dicom")) if f.startswith("CT"))[0]), "rb").read()
 
@@ -57,12 +49,7 @@ DAY = [dt.date(2026, 1, 1) + dt.timedelta(days=int(i % 300)) for i in range(N)]
 
 
 def setup():
-    with psycopg.connect(host="127.0.0.1", port=PORT, user="postgres", dbname="postgres", autocommit=True) as c:
-        c.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-        c.execute(f"CREATE DATABASE {DB}")
-        for role in ("ward_a", "ward_b", "monitor", "owner_x", "stranger"):
-            c.execute(f"DROP ROLE IF EXISTS {role}")
-            c.execute(f"CREATE ROLE {role} LOGIN")
+    fresh_database(PORT, DB, ("ward_a", "ward_b", "monitor", "owner_x", "stranger"))
     with connect() as c:
         c.execute("CREATE EXTENSION biomedclip")
         # A column name that needs quoting, to show names are quoted from the registry.

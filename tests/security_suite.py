@@ -24,7 +24,7 @@ import time
 import psycopg
 
 sys.path.insert(0, os.path.dirname(__file__))
-from suite import SHARED, check, finish  # noqa: E402
+from suite import SHARED, check, finish, fresh_database  # noqa: E402
 
 PORT = int(sys.argv[1])
 DB = "biomedclip_security"
@@ -147,12 +147,7 @@ CREATE OPERATOR trap.= (LEFTARG = text, RIGHTARG = text, FUNCTION = trap.texteq)
 
 
 def setup():
-    with psycopg.connect(host="127.0.0.1", port=PORT, user="postgres", dbname="postgres", autocommit=True) as c:
-        c.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-        c.execute(f"CREATE DATABASE {DB}")
-        for role in ("attacker", "nogrants"):
-            c.execute(f"DROP ROLE IF EXISTS {role}")
-            c.execute(f"CREATE ROLE {role} LOGIN")
+    fresh_database(PORT, DB, ("attacker", "nogrants"))
     with connect() as c:
         c.execute("CREATE EXTENSION biomedclip")
         c.execute("CREATE TABLE public.secret_notes (id int, note text)")

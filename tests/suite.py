@@ -39,3 +39,26 @@ def stop_cluster(data, mode="immediate"):
 
 def vec(v):
     return "[" + ",".join(f"{x:.6g}" for x in v) + "]"
+
+
+def fresh_database(port, db, login_roles=()):
+    """Drops and creates `db` and the roles (each dropped first, so that a rerun starts clean)."""
+    import psycopg
+
+    with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        c.execute(f"CREATE DATABASE {db}")
+        for role in login_roles:
+            c.execute(f"DROP ROLE IF EXISTS {role}")
+            c.execute(f"CREATE ROLE {role} LOGIN")
+
+
+def sqlstate(conn, sql, args=()):
+    """The SQLSTATE a statement fails with, or None when it succeeds."""
+    import psycopg
+
+    try:
+        conn.execute(sql, args).fetchall()
+        return None
+    except psycopg.Error as e:
+        return e.diag.sqlstate
