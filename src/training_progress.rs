@@ -95,7 +95,7 @@ impl Progress {
             std::fs::rename(&tmp, &self.path)
         })();
         if let Err(e) = result {
-            pgrx::debug1!("biomedclip: could not write training progress: {e}");
+            crate::report_held::held(|| pgrx::debug1!("biomedclip: could not write training progress: {e}"));
         }
     }
 }
