@@ -68,6 +68,7 @@ pub fn key() -> Vec<u8> {
 pub struct LoggedSearch<'a> {
     pub collection: &'a str,
     pub model_sha256: Option<String>,
+    pub adapter: Option<String>,
     pub query_kind: &'a str,
     pub query_hmac: String,
     pub k: i32,
@@ -84,7 +85,7 @@ pub fn write(entry: LoggedSearch) -> i64 {
     let id = as_extension_owner(ext.owner, || {
         Spi::get_one_with_args::<i64>(
             "INSERT INTO biomedclip.query_log (collection, role, model_sha256, adapter, query_kind, query_hmac, k, filter_columns, result_ids, distances, latency_ms) \
-             VALUES ($1, $2, $3, NULL, $4, $5, $6, $7, $8, $9, $10) RETURNING query_id",
+             VALUES ($1, $2, $3, $11, $4, $5, $6, $7, $8, $9, $10) RETURNING query_id",
             &[
                 entry.collection.into(),
                 role.as_str().into(),
@@ -96,6 +97,7 @@ pub fn write(entry: LoggedSearch) -> i64 {
                 entry.result_ids.into(),
                 entry.distances.into(),
                 entry.latency_ms.into(),
+                entry.adapter.into(),
             ],
         )
     });

@@ -87,8 +87,11 @@ fn quote_ident(name: &str) -> String {
 struct Query {
     kind: &'static str,
     hashed: Vec<u8>,
-    embed_sql: String,
+    /// The SQL expression of the query's embedding, over the parameters `args`.
+    embed_expr: String,
     args: Vec<QueryArg>,
+    /// The residual adapter applied to the query's embedding (its tower's), if named.
+    adapter: Option<String>,
 }
 
 enum QueryArg {
@@ -108,14 +111,32 @@ fn base64_field(value: &Value, key: &str) -> Vec<u8> {
 
 fn parse_query(query: &Value, ext: &str) -> Query {
     let Some(obj) = query.as_object() else { bad_query("query must be a JSON object such as {\"text\": \"...\"}".into()) };
-    if obj.contains_key("adapter") {
-        raise(ERRCODE_FEATURE_NOT_SUPPORTED, "query adapters are not available in this version".into());
-    }
     for key in obj.keys() {
-        if !["text", "image", "dicom", "embedding", "window", "frame"].contains(&key.as_str()) {
-            bad_query(format!("unknown query key \"{key}\" (text, image, dicom with window and frame, or embedding)"));
+        if !["text", "image", "dicom", "embedding", "window", "frame", "adapter"].contains(&key.as_str()) {
+            bad_query(format!("unknown query key \"{key}\" (text, image, dicom with window and frame, or embedding; optionally adapter)"));
         }
     }
+    let adapter = obj.get("adapter").map(|a| match a.as_str() {
+        Some(name) if !name.trim().is_empty() => name.to_string(),
+        _ => bad_query("query \"adapter\" must be the name of an adapter".into()),
+    });
+    let mut q = parse_input(obj, ext);
+    if let Some(name) = &adapter {
+        // The adapter of the query's tower, run as the caller like the embedding itself.
+        let tower = match q.kind {
+            "text" => "text",
+            "image" | "dicom" => "image",
+            _ => bad_query("an \"embedding\" query is used as given: apply biomedclip_adapt_image or biomedclip_adapt_text to it first".into()),
+        };
+        q.embed_expr = format!("{ext}.biomedclip_adapt_{tower}(${}, {})", q.args.len() + 1, q.embed_expr);
+        q.args.push(QueryArg::Text(name.clone()));
+    }
+    q.adapter = adapter;
+    q
+}
+
+/// The query's input (without its adapter).
+fn parse_input(obj: &serde_json::Map<String, Value>, ext: &str) -> Query {
     let kinds: Vec<&str> = ["text", "image", "dicom", "embedding"].into_iter().filter(|k| obj.contains_key(*k)).collect();
     if kinds.len() != 1 {
         bad_query("query needs exactly one of \"text\", \"image\", \"dicom\" or \"embedding\"".into());
@@ -129,13 +150,20 @@ fn parse_query(query: &Value, ext: &str) -> Query {
             Query {
                 kind: "text",
                 hashed: normalize_query_text(text).into_bytes(),
-                embed_sql: format!("SELECT {ext}.biomedclip_embed_text($1)::pg_catalog.text"),
+                embed_expr: format!("{ext}.biomedclip_embed_text($1)"),
                 args: vec![QueryArg::Text(text.to_string())],
+                adapter: None,
             }
         }
         "image" => {
             let bytes = base64_field(&obj["image"], "image");
-            Query { kind: "image", hashed: bytes.clone(), embed_sql: format!("SELECT {ext}.biomedclip_embed_image($1)::pg_catalog.text"), args: vec![QueryArg::Bytes(bytes)] }
+            Query {
+                kind: "image",
+                hashed: bytes.clone(),
+                embed_expr: format!("{ext}.biomedclip_embed_image($1)"),
+                args: vec![QueryArg::Bytes(bytes)],
+                adapter: None,
+            }
         }
         "dicom" => {
             let bytes = base64_field(&obj["dicom"], "dicom");
@@ -151,8 +179,9 @@ fn parse_query(query: &Value, ext: &str) -> Query {
             Query {
                 kind: "dicom",
                 hashed: bytes.clone(),
-                embed_sql: format!("SELECT {ext}.biomedclip_embed_dicom($1, $2, $3)::pg_catalog.text"),
+                embed_expr: format!("{ext}.biomedclip_embed_dicom($1, $2, $3)"),
                 args: vec![QueryArg::Bytes(bytes), QueryArg::Text(window), QueryArg::Int(frame)],
+                adapter: None,
             }
         }
         _ => {
@@ -166,7 +195,7 @@ fn parse_query(query: &Value, ext: &str) -> Query {
             }
             let text = format!("[{}]", values.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","));
             let hashed = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            Query { kind: "embedding", hashed, embed_sql: "SELECT $1".into(), args: vec![QueryArg::Text(text)] }
+            Query { kind: "embedding", hashed, embed_expr: "$1".into(), args: vec![QueryArg::Text(text)], adapter: None }
         }
     }
 }
@@ -182,7 +211,8 @@ fn embed_query(q: &Query) -> String {
             QueryArg::Int(i) => (*i).into(),
         })
         .collect();
-    crate::pinned_search_path::first_value::<String>(&q.embed_sql, &args).unwrap_or_else(|| bad_query(format!("the {} query could not be embedded (biomedclip.on_error = null returned NULL)", q.kind)))
+    let sql = format!("SELECT ({})::pg_catalog.text", q.embed_expr);
+    crate::pinned_search_path::first_value::<String>(&sql, &args).unwrap_or_else(|| bad_query(format!("the {} query could not be embedded (biomedclip.on_error = null returned NULL)", q.kind)))
 }
 
 /// `WHERE` conditions on display columns, with their values as text parameters from `$first`.
@@ -288,6 +318,7 @@ fn biomedclip_search(
         query_log_sql::write(LoggedSearch {
             collection,
             model_sha256: if q.kind == "embedding" { None } else { model_cache::active_manifest_sha256() },
+            adapter: q.adapter.clone(),
             query_kind: q.kind,
             query_hmac: keyed_hash(&key, q.kind, &q.hashed),
             k,

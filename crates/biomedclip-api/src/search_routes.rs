@@ -16,7 +16,8 @@ use utoipa::ToSchema;
 pub struct SearchRequest {
     /// A collection registered with biomedclip_register_collection.
     pub collection: String,
-    /// {"text": ...}, {"image": base64}, {"dicom": base64, "window": ..., "frame": ...} or {"embedding": [...]}.
+    /// {"text": ...}, {"image": base64}, {"dicom": base64, "window": ..., "frame": ...} or {"embedding": [...]};
+    /// a text, image or DICOM query may add {"adapter": name} (a residual adapter applied to the query).
     #[schema(value_type = Object)]
     pub query: Value,
     #[serde(default = "default_k")]
