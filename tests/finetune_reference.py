@@ -201,7 +201,8 @@ def probes():
           ok, "; ".join(f"C={w[0]} balanced={w[1]}: Δcoef {w[2]:.1e} Δintercept {w[3]:.1e} Δprob {w[4]:.1e}" for w in worst))
 
 
-gradients()
-training_run()
-probes()
-finish()
+if __name__ == "__main__":  # benches/finetune imports np_train as the adapter's peer
+    gradients()
+    training_run()
+    probes()
+    finish()
