@@ -18,6 +18,7 @@ Usage: security_suite.py PORT
 """
 import base64
 import os
+import re
 import sys
 import time
 
@@ -311,7 +312,12 @@ def registry():
         check("each of those sessions' loads is recorded by the registry worker", after == base + len(cases),
               f"load_count {base} -> {after} for {len(cases)} fresh sessions")
         # A parallel plan that embeds every row loads one model (in the leader), not one per worker.
+        # Every load logs "biomedclip: using model" with its process id: count the lines the
+        # statement's processes wrote (the registry's load_count can also take up a load of an
+        # earlier session that waited in the spool for a background-worker slot).
+        log_at = admin.execute("SELECT size FROM pg_stat_file('server.log')").fetchone()[0]
         with connect() as c:
+            leader = c.execute("SELECT pg_backend_pid()").fetchone()[0]
             for s in ("SET parallel_setup_cost = 0", "SET parallel_tuple_cost = 0", "SET min_parallel_table_scan_size = 0",
                       "SET max_parallel_workers_per_gather = 2"):
                 c.execute(s)
@@ -319,9 +325,13 @@ def registry():
                 "EXPLAIN CREATE TABLE par_out AS SELECT i, biomedclip_embed_text(txt) AS emb FROM par_t WHERE i % 50 = 0").fetchall())
             c.execute("CREATE TABLE par_out AS SELECT i, biomedclip_embed_text(txt) AS emb FROM par_t WHERE i % 50 = 0")
             rows = c.execute("SELECT count(*) FROM par_out").fetchone()[0]
+            log = admin.execute("SELECT pg_read_file('server.log', %s, (pg_stat_file('server.log')).size - %s)", (log_at, log_at)).fetchone()[0]
+        loads = [int(m.group(1)) for m in re.finditer(r"\[(\d+)\] LOG:  biomedclip: using model", log)]
         final = wait_for_loads(admin, sha, after + 1)
-        check("a parallel CREATE TABLE AS that embeds 400 rows loads exactly one model", rows == 400 and final == after + 1
-              and "Gather" in plan, f"rows {rows}, loads {final - after}, parallel plan: {'Gather' in plan}")
+        check("a parallel CREATE TABLE AS that embeds 400 rows loads exactly one model, in the leader (server log), and the registry records it",
+              rows == 400 and loads == [leader] and final >= after + 1 and "Gather" in plan,
+              f"rows {rows}, loads logged by the leader {loads.count(leader)} and by other processes {len(loads) - loads.count(leader)}, "
+              f"registry load_count +{final - after}, parallel plan: {'Gather' in plan}")
         days = admin.execute("SELECT count(*), sum(loads) FROM biomedclip.model_activity WHERE manifest_sha256 = %s "
                              "AND day = (now() AT TIME ZONE 'UTC')::date", (sha,)).fetchone()
         check("biomedclip.model_activity answers which model was active today", days[0] == 1 and days[1] >= final - 1,
