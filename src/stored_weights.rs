@@ -50,12 +50,14 @@ impl WeightsTable {
             self.table
         );
         let row = as_extension_owner(owner, || {
-            Spi::connect(|client| {
-                let mut out = None;
-                for r in client.select(&sql, None, &[name.into()])? {
-                    out = Some((r.get_by_name::<String, _>("row_version")?.unwrap_or_default(), read(&r)?));
-                }
-                Ok::<_, pgrx::spi::Error>(out)
+            crate::pinned_search_path::with_pinned_search_path(|| {
+                Spi::connect(|client| {
+                    let mut out = None;
+                    for r in client.select(&sql, None, &[name.into()])? {
+                        out = Some((r.get_by_name::<String, _>("row_version")?.unwrap_or_default(), read(&r)?));
+                    }
+                    Ok::<_, pgrx::spi::Error>(out)
+                })
             })
         })
         .unwrap_or_else(|e| error!("cannot read {}: {e}", self.table));
