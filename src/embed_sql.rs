@@ -6,6 +6,7 @@ use crate::model_cache::{self, image_error_code, raise_image_error, raise_text_e
 use crate::settings;
 use crate::vector_datum::PgVector;
 use biomedclip_core::batching;
+use biomedclip_core::model::Output;
 use biomedclip_core::image_decode::ImageError;
 use biomedclip_core::preprocess::{self, PreprocessConfig};
 use pgrx::prelude::*;
@@ -72,7 +73,11 @@ pub(crate) fn model_image_size() -> usize {
 
 /// Embeds `count` images given as the model's 8-bit RGB views (back to back) in one model call.
 pub(crate) fn embed_views(rgb: &[u8], count: usize) -> Vec<Vec<f32>> {
-    model_cache::infer(|m, i| m.embed_rgb(rgb, count, i))
+    views_output(rgb, count, Output::Embeddings)
+}
+
+fn views_output(rgb: &[u8], count: usize, output: Output) -> Vec<Vec<f32>> {
+    model_cache::infer(|m, i| m.embed_rgb(rgb, count, output, i))
 }
 
 /// Images per inference call: biomedclip.batch_size, capped by the superuser's
@@ -91,10 +96,14 @@ fn text_batches(ids: &[Vec<u32>]) -> Vec<std::ops::Range<usize>> {
 
 /// Embeds token sequences in budgeted calls.
 pub(crate) fn embed_token_batches(ids: &[Vec<u32>]) -> Vec<Vec<f32>> {
+    token_batches_output(ids, Output::Embeddings)
+}
+
+fn token_batches_output(ids: &[Vec<u32>], output: Output) -> Vec<Vec<f32>> {
     let mut out = Vec::with_capacity(ids.len());
     for range in text_batches(ids) {
         pgrx::check_for_interrupts!();
-        out.extend(model_cache::infer(|m, i| m.embed_token_ids(&ids[range.clone()], i)));
+        out.extend(model_cache::infer(|m, i| m.embed_token_ids(&ids[range.clone()], output, i)));
         crate::text_cache::count_model_texts(range.len());
     }
     out
@@ -102,7 +111,7 @@ pub(crate) fn embed_token_batches(ids: &[Vec<u32>]) -> Vec<Vec<f32>> {
 
 /// `elements` gives the 1-based array position of each image, for error messages. An image
 /// that cannot be decoded is an error, or None under on_error = null.
-fn embed_image_batch(images: &[&[u8]], elements: Option<&[usize]>) -> Vec<Option<Vec<f32>>> {
+pub(crate) fn image_batch_output(images: &[&[u8]], elements: Option<&[usize]>, output: Output) -> Vec<Option<Vec<f32>>> {
     let size = model_image_size();
     let mut out = Vec::with_capacity(images.len());
     for range in batching::item_batches(images.len(), batch_size()) {
@@ -113,7 +122,7 @@ fn embed_image_batch(images: &[&[u8]], elements: Option<&[usize]>) -> Vec<Option
             decoded.push(view_or_skip(images[i], size, &mut views, elements.map(|e| e[i])));
         }
         let count = decoded.iter().filter(|&&d| d).count();
-        let mut rows = if count == 0 { Vec::new() } else { embed_views(&views, count) }.into_iter();
+        let mut rows = if count == 0 { Vec::new() } else { views_output(&views, count, output) }.into_iter();
         out.extend(decoded.into_iter().map(|d| if d { rows.next() } else { None }));
     }
     out
@@ -162,10 +171,20 @@ fn tokenize_element(text: &str, element: Option<usize>) -> Option<Vec<u32>> {
     }
 }
 
+fn embed_image_batch(images: &[&[u8]], elements: Option<&[usize]>) -> Vec<Option<Vec<f32>>> {
+    image_batch_output(images, elements, Output::Embeddings)
+}
+
 fn embed_text_batch(texts: &[&str], elements: &[usize]) -> Vec<Option<Vec<f32>>> {
-    let ids: Vec<Option<Vec<u32>>> = texts.iter().zip(elements).map(|(t, &e)| tokenize_element(t, Some(e))).collect();
+    text_batch_output(texts, Some(elements), Output::Embeddings)
+}
+
+/// The rows of `output` for texts (`elements`: their 1-based array positions, when in an array);
+/// a text that cannot be tokenized is an error, or None under on_error = null.
+pub(crate) fn text_batch_output(texts: &[&str], elements: Option<&[usize]>, output: Output) -> Vec<Option<Vec<f32>>> {
+    let ids: Vec<Option<Vec<u32>>> = texts.iter().enumerate().map(|(k, t)| tokenize_element(t, elements.map(|e| e[k]))).collect();
     let present: Vec<Vec<u32>> = ids.iter().flatten().cloned().collect();
-    let mut rows = embed_token_batches(&present).into_iter();
+    let mut rows = token_batches_output(&present, output).into_iter();
     ids.iter().map(|x| x.as_ref().and_then(|_| rows.next())).collect()
 }
 
@@ -260,7 +279,7 @@ pub fn embedding_array(fcinfo: pg_sys::FunctionCallInfo, rows: Vec<Option<Vec<f3
 
 /// Embeds the non-NULL elements as batches and puts NULLs back in place. `embed` gets the items
 /// and their 1-based array positions, and gives a row (or None, skipped) per item.
-fn embed_with_nulls<T: Copy>(items: Vec<Option<T>>, embed: impl FnOnce(&[T], &[usize]) -> Vec<Option<Vec<f32>>>) -> Vec<Option<Vec<f32>>> {
+pub(crate) fn embed_with_nulls<T: Copy>(items: Vec<Option<T>>, embed: impl FnOnce(&[T], &[usize]) -> Vec<Option<Vec<f32>>>) -> Vec<Option<Vec<f32>>> {
     let present: Vec<T> = items.iter().flatten().copied().collect();
     let positions: Vec<usize> = items.iter().enumerate().filter(|(_, x)| x.is_some()).map(|(i, _)| i + 1).collect();
     let mut rows = embed(&present, &positions).into_iter();

@@ -11,7 +11,7 @@
 //! (PostgreSQL then raises its own error); a late answer to an abandoned request is skipped. If
 //! the service dies, the wait ends with an ERROR ("the inference service stopped"), never a hang.
 
-use biomedclip_core::model::{sha256_hex, Manifest, ModelError};
+use biomedclip_core::model::{sha256_hex, Manifest, ModelError, Output, Tower};
 use biomedclip_core::preprocess::PreprocessConfig;
 use biomedclip_core::runtime::{EmbeddingBackend, Interrupt};
 use biomedclip_core::service_protocol::{self as proto, ErrorKind, ModelDescription, Request, Response, ServiceError};
@@ -20,6 +20,7 @@ use std::cell::OnceCell;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// How long a call waits for the service to come up (it may be loading the model) or to have
@@ -142,7 +143,7 @@ impl ServiceClient {
     }
 
     /// Sends `request` and waits for its answer, skipping late answers to abandoned requests.
-    fn call(&mut self, build: impl FnOnce(u64) -> Request, interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError> {
+    fn call(&mut self, build: impl FnOnce(u64) -> Request, width: usize, interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError> {
         if interrupt.is_pending() {
             return Err(ModelError::Interrupted);
         }
@@ -153,7 +154,7 @@ impl ServiceClient {
         loop {
             proto::write_frame(&mut self.stream, &frame)
                 .map_err(|e| unavailable(format!("the inference service stopped (it is restarted automatically; retry): {e}")))?;
-            match self.answer(id, interrupt)? {
+            match self.answer(id, width, interrupt)? {
                 Ok(rows) => return Ok(rows),
                 // Full: wait a little (interruptibly) and offer the request again.
                 Err(ModelError::ServiceUnavailable { busy: true, message }) => {
@@ -173,8 +174,8 @@ impl ServiceClient {
         }
     }
 
-    /// The answer to request `id`: the rows, or the error the service gave.
-    fn answer(&mut self, id: u64, interrupt: &Interrupt) -> Result<Result<Vec<Vec<f32>>, ModelError>, ModelError> {
+    /// The answer to request `id`: the rows (of `width` values), or the error the service gave.
+    fn answer(&mut self, id: u64, width: usize, interrupt: &Interrupt) -> Result<Result<Vec<Vec<f32>>, ModelError>, ModelError> {
         loop {
             let readable = wait_readable(self.stream.as_raw_fd(), interrupt, None).map_err(|e| unavailable(e.to_string()))?;
             if !readable {
@@ -192,8 +193,8 @@ impl ServiceClient {
                             self.description.manifest_sha256
                         )));
                     }
-                    if dim as usize != self.manifest.embed_dim {
-                        return Err(ModelError::BadOutput(format!("{dim} values per row, expected {}", self.manifest.embed_dim)));
+                    if dim as usize != width {
+                        return Err(ModelError::BadOutput(format!("{dim} values per row, expected {width}")));
                     }
                     return Ok(Ok(values.chunks_exact(dim as usize).map(<[f32]>::to_vec).collect()));
                 }
@@ -259,19 +260,26 @@ impl EmbeddingBackend for ServiceClient {
         &self.preprocess
     }
 
-    fn embed_rgb(&mut self, rgb: &[u8], count: usize, interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError> {
+    /// The service's model directory, whose manifest this backend verified.
+    fn model_dir(&self) -> &Path {
+        Path::new(&self.description.model_dir)
+    }
+
+    fn embed_rgb(&mut self, rgb: &[u8], count: usize, output: Output, interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError> {
+        let width = self.manifest.output(Tower::Image, output)?.1;
         let size = self.preprocess.image_size;
         let model_sha256 = self.description.manifest_sha256.clone();
         let rgb = rgb.to_vec();
-        let rows = self.call(|id| Request::Images { id, model_sha256, size: size as u32, count: count as u32, rgb }, interrupt)?;
+        let rows = self.call(|id| Request::Images { id, model_sha256, output, size: size as u32, count: count as u32, rgb }, width, interrupt)?;
         Self::checked_rows(rows, count)
     }
 
-    fn embed_token_ids(&mut self, sequences: &[Vec<u32>], interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError> {
+    fn embed_token_ids(&mut self, sequences: &[Vec<u32>], output: Output, interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError> {
+        let width = self.manifest.output(Tower::Text, output)?.1;
         let model_sha256 = self.description.manifest_sha256.clone();
         let sequences = sequences.to_vec();
         let n = sequences.len();
-        let rows = self.call(|id| Request::Texts { id, model_sha256, sequences }, interrupt)?;
+        let rows = self.call(|id| Request::Texts { id, model_sha256, output, sequences }, width, interrupt)?;
         Self::checked_rows(rows, n)
     }
 }

@@ -10,7 +10,7 @@ PORT=${CHECK_PORT:-54361}
 bash scripts/setup.sh
 VENV="$ROOT/target/export-venv"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/pip" install -q --disable-pip-version-check torch open_clip_torch timm transformers onnx onnxruntime==1.32.0 pillow numpy
+"$VENV/bin/pip" install -q --disable-pip-version-check torch open_clip_torch timm transformers onnx onnxruntime==1.32.0 pillow numpy safetensors==0.8.0
 OUT="$ROOT/target/models/export-check"
 "$VENV/bin/python" tools/export_biomedclip.py "$OUT" --random --shared "$ROOT/../shared/data" --reference-out "$ROOT/target/export-check"
 chmod -R a+rX target/models

@@ -13,7 +13,9 @@ Offline architecture check (no hub; see tools/check_export.sh):
 
 Both ONNX graphs have dynamic batch (and sequence) axes. The text graph takes (input_ids,
 attention_mask); the image graph takes pixel_values [batch, 3, 224, 224]. Outputs are the
-unnormalized embeddings, as open_clip's encode_image / encode_text return them.
+unnormalized embeddings, as open_clip's encode_image / encode_text return them, and as a second
+output the pooled 768-d features before each projection; the projections themselves are written
+as image_projection.safetensors and text_projection.safetensors (manifest "features" entries).
 Requires: torch, open_clip_torch, timm, transformers, onnx, onnxruntime.
 """
 import argparse
@@ -23,7 +25,7 @@ import shutil
 
 import torch
 
-from model_manifest import write_manifest
+from model_manifest import write_manifest, write_projections
 
 HUB_ID = "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
 
@@ -38,16 +40,30 @@ class TextTower(torch.nn.Module):
     def forward(self, input_ids, attention_mask):
         out = self.text.transformer(input_ids=input_ids, attention_mask=attention_mask)
         pooled = self.text.pooler(out, attention_mask)
-        return self.text.proj(pooled)
+        return self.text.proj(pooled), pooled
 
 
 class ImageTower(torch.nn.Module):
+    """open_clip's TimmModel forward (trunk, then head), returning the trunk's pooled features too."""
+
     def __init__(self, visual):
         super().__init__()
         self.visual = visual
 
     def forward(self, pixel_values):
-        return self.visual(pixel_values)
+        features = self.visual.trunk(pixel_values)
+        return self.visual.head(features), features
+
+
+def projection_weights(visual, text):
+    """The two heads' weights as d_in x d_out arrays (torch's Linear keeps d_out x d_in). BiomedCLIP's
+    heads are bias-free: timm_proj "linear" and open_clip's "mlp" (Linear, GELU, Linear); anything
+    else is refused rather than exported wrong."""
+    linears = [m for m in visual.head.modules() if isinstance(m, torch.nn.Linear)]
+    mlp = [m for m in text.proj.modules() if isinstance(m, torch.nn.Linear)]
+    if len(linears) != 1 or len(mlp) != 2 or any(m.bias is not None for m in linears + mlp):
+        raise SystemExit("unexpected projection heads: expected a bias-free linear image head and a bias-free 2-layer text MLP")
+    return [m.weight.detach().double().numpy().T for m in (linears[0], mlp[0], mlp[1])]
 
 
 def random_model(shared):
@@ -96,16 +112,18 @@ def main():
         write_torch_reference(visual, text, args.shared, args.reference_out)
     with torch.no_grad():
         torch.onnx.export(image_tower, (torch.zeros(1, 3, 224, 224),), os.path.join(args.outdir, "image_encoder.onnx"),
-                          input_names=["pixel_values"], output_names=["image_embeds"],
-                          dynamic_axes={"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}}, opset_version=17, dynamo=False)
+                          input_names=["pixel_values"], output_names=["image_embeds", "image_features"],
+                          dynamic_axes={"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}, "image_features": {0: "batch"}},
+                          opset_version=17, dynamo=False)
         ids = torch.tensor([[2, 1680, 3]], dtype=torch.int64)
         torch.onnx.export(text_tower, (ids, torch.ones_like(ids)), os.path.join(args.outdir, "text_encoder.onnx"),
-                          input_names=["input_ids", "attention_mask"], output_names=["text_embeds"],
+                          input_names=["input_ids", "attention_mask"], output_names=["text_embeds", "text_features"],
                           dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
-                                        "text_embeds": {0: "batch"}}, opset_version=17, dynamo=False)
+                                        "text_embeds": {0: "batch"}, "text_features": {0: "batch"}}, opset_version=17, dynamo=False)
     shutil.copyfile(args.tokenizer or os.path.join(args.shared, "biomedclip/tokenizer.json"), os.path.join(args.outdir, "tokenizer.json"))
     name = "biomedclip-random-export-check" if args.random else "BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
-    write_manifest(args.outdir, name, "random" if args.random else "hf-hub", "fp32", logit_scale)
+    features = write_projections(args.outdir, *projection_weights(visual, text))
+    write_manifest(args.outdir, name, "random" if args.random else "hf-hub", "fp32", logit_scale, features)
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -114,6 +132,7 @@ def main():
     for f in ["image_encoder.onnx", "text_encoder.onnx"]:
         quantize_dynamic(os.path.join(args.outdir, f), os.path.join(q, f), weight_type=QuantType.QInt8)
     shutil.copyfile(os.path.join(args.outdir, "tokenizer.json"), os.path.join(q, "tokenizer.json"))
+    # No "features" entry for int8: its projection MatMuls are quantized, the fp32 files would not match.
     write_manifest(q, name, "random" if args.random else "hf-hub", "int8", logit_scale)
     print(f"wrote {args.outdir} and {q}")
 

@@ -11,7 +11,10 @@ The graphs follow open_clip's BiomedCLIP towers, built directly with `onnx` + `n
 
 Both have dynamic batch (and, for text, sequence) axes and the ONNX contract the extension's
 manifest names: `pixel_values` -> `image_embeds`, (`input_ids`, `attention_mask`) -> `text_embeds`.
-Embeddings are returned unnormalized, as open_clip's encode_image/encode_text do.
+Embeddings are returned unnormalized, as open_clip's encode_image/encode_text do. Each graph has a
+second output, the pooled features before the projection (`image_features`, `text_features`), and
+each projection is also written on its own (image_projection.safetensors, text_projection.safetensors)
+for fine-tuning on stored features.
 
     make_test_model.py OUTDIR --size tiny   # CI model: real vocabulary (28,895), small layers
     make_test_model.py OUTDIR --size base   # ViT-B/16 + BERT-base shapes, for benchmarks
@@ -27,7 +30,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from model_manifest import EMBED_DIM, write_manifest
+from model_manifest import EMBED_DIM, write_manifest, write_projections
 
 OPSET = 17
 SIZES = {
@@ -121,13 +124,17 @@ def image_tower(size, seed):
         x = g.op("Add", [x, g.attention(g.layer_norm(x, d, 1e-6), d, heads)])
         x = g.op("Add", [x, g.mlp(g.layer_norm(x, d, 1e-6), d, hidden)])
     pooled = g.cls_token_of(g.layer_norm(x, d, 1e-6))
-    g.op("MatMul", [pooled, g.weight("proj", (d, EMBED_DIM))])
+    g.nodes[-1].output[0] = pooled = "image_features"
+    proj = g.rng.normal(0, 0.02, size=(d, EMBED_DIM))
+    g.op("MatMul", [pooled, g.weight("proj", None, value=proj)])
     g.nodes[-1].output[0] = "image_embeds"
-    return g.model(
+    model = g.model(
         [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["batch", 3, 224, 224])],
-        [helper.make_tensor_value_info("image_embeds", TensorProto.FLOAT, ["batch", EMBED_DIM])],
+        [helper.make_tensor_value_info("image_embeds", TensorProto.FLOAT, ["batch", EMBED_DIM]),
+         helper.make_tensor_value_info("image_features", TensorProto.FLOAT, ["batch", d])],
         "biomedclip_image_tower",
     )
+    return model, proj
 
 
 def text_tower(size, seed):
@@ -146,19 +153,24 @@ def text_tower(size, seed):
     for _ in range(layers):
         x = g.layer_norm(g.op("Add", [x, g.attention(x, d, heads, mask_bias)]), d, 1e-12)
         x = g.layer_norm(g.op("Add", [x, g.mlp(x, d, hidden)]), d, 1e-12)
-    pooled = g.cls_token_of(x)
+    g.cls_token_of(x)
+    g.nodes[-1].output[0] = pooled = "text_features"
     proj_hidden = (d + EMBED_DIM) // 2 if size == "tiny" else 640
-    h = g.gelu(g.op("MatMul", [pooled, g.weight("proj1", (d, proj_hidden))]))
-    g.op("MatMul", [h, g.weight("proj2", (proj_hidden, EMBED_DIM))])
+    w1 = g.rng.normal(0, 0.02, size=(d, proj_hidden))
+    h = g.gelu(g.op("MatMul", [pooled, g.weight("proj1", None, value=w1)]))
+    w2 = g.rng.normal(0, 0.02, size=(proj_hidden, EMBED_DIM))
+    g.op("MatMul", [h, g.weight("proj2", None, value=w2)])
     g.nodes[-1].output[0] = "text_embeds"
-    return g.model(
+    model = g.model(
         [
             helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"]),
             helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "sequence"]),
         ],
-        [helper.make_tensor_value_info("text_embeds", TensorProto.FLOAT, ["batch", EMBED_DIM])],
+        [helper.make_tensor_value_info("text_embeds", TensorProto.FLOAT, ["batch", EMBED_DIM]),
+         helper.make_tensor_value_info("text_features", TensorProto.FLOAT, ["batch", d])],
         "biomedclip_text_tower",
     )
+    return model, w1, w2
 
 
 def main():
@@ -170,11 +182,14 @@ def main():
     ap.add_argument("--shared", default=os.path.join(os.path.dirname(__file__), "../../shared/data"))
     args = ap.parse_args()
     os.makedirs(args.outdir, exist_ok=True)
-    onnx.save(image_tower(args.size, args.seed), os.path.join(args.outdir, "image_encoder.onnx"))
-    onnx.save(text_tower(args.size, args.seed + 1), os.path.join(args.outdir, "text_encoder.onnx"))
+    image, image_w = image_tower(args.size, args.seed)
+    onnx.save(image, os.path.join(args.outdir, "image_encoder.onnx"))
+    text, text_w1, text_w2 = text_tower(args.size, args.seed + 1)
+    onnx.save(text, os.path.join(args.outdir, "text_encoder.onnx"))
     shutil.copyfile(os.path.join(args.shared, "biomedclip/tokenizer.json"), os.path.join(args.outdir, "tokenizer.json"))
+    features = write_projections(args.outdir, image_w, text_w1, text_w2)
     # ln(100): the value open_clip's CLIP models converge to (the real one is read from the checkpoint).
-    write_manifest(args.outdir, f"biomedclip-random-{args.size}", f"seed{args.seed}", "fp32", float(np.log(100.0)))
+    write_manifest(args.outdir, f"biomedclip-random-{args.size}", f"seed{args.seed}", "fp32", float(np.log(100.0)), features)
     if args.int8:
         from onnxruntime.quantization import QuantType, quantize_dynamic
         q = args.outdir.rstrip("/") + "-int8"
@@ -182,6 +197,8 @@ def main():
         for f in ["image_encoder.onnx", "text_encoder.onnx"]:
             quantize_dynamic(os.path.join(args.outdir, f), os.path.join(q, f), weight_type=QuantType.QInt8)
         shutil.copyfile(os.path.join(args.outdir, "tokenizer.json"), os.path.join(q, "tokenizer.json"))
+        # No "features" entry: the int8 graphs quantize the projection MatMuls, so the fp32
+        # projection files would not reproduce their embeddings.
         write_manifest(q, f"biomedclip-random-{args.size}", f"seed{args.seed}", "int8", float(np.log(100.0)))
 
 

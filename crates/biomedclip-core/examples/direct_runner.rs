@@ -4,6 +4,7 @@
 //! direct_runner images MODEL_DIR ORT_LIB BATCH REPEATS IMAGE...
 //! direct_runner texts  MODEL_DIR ORT_LIB BATCH REPEATS CAPTIONS.jsonl [pad256]
 //! direct_runner preprocess MODEL_DIR ORT_LIB 1 REPEATS IMAGE...   (decode + preprocess only, per image)
+use biomedclip_core::model::Output;
 use biomedclip_core::preprocess::preprocess_into;
 use biomedclip_core::runtime::{init_ort, Interrupt, LocalModel, Provider, RuntimeConfig};
 use std::path::Path;
@@ -32,7 +33,7 @@ fn main() {
                 for i in 0..batch {
                     preprocess_into(&files[(r * batch + i) % files.len()], &model.preprocess, 1 << 28, &mut pixels).unwrap();
                 }
-                model.embed_images(&pixels, batch, &never).unwrap();
+                model.embed_images(&pixels, batch, Output::Embeddings, &never).unwrap();
                 times.push(start.elapsed().as_secs_f64());
             }
         }
@@ -51,7 +52,7 @@ fn main() {
                     .collect();
                 // pad256: what open_clip's HFTokenizer does, every text padded to the context length.
                 let min_len = if pad { model.tokenizer.context_length() } else { 0 };
-                model.embed_token_ids_padded(&ids, min_len, &never).unwrap();
+                model.embed_token_ids_padded(&ids, min_len, Output::Embeddings, &never).unwrap();
                 times.push(start.elapsed().as_secs_f64());
             }
         }

@@ -17,6 +17,7 @@ pub mod model;
 pub mod onnx_check;
 pub mod pooling;
 pub mod preprocess;
+pub mod projection_file;
 pub mod query_log;
 pub mod rabitq;
 pub mod resample;

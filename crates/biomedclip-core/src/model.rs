@@ -17,6 +17,38 @@ pub const TOKENIZER: &str = "tokenizer.json";
 pub const MANIFEST: &str = "manifest.json";
 pub const MODEL_FILES: [&str; 3] = [IMAGE_ENCODER, TEXT_ENCODER, TOKENIZER];
 
+/// A tower's pooled features before its projection: the graph's second output, its width, and
+/// the file holding the projection's weights (listed in `files`, so hashed like the rest).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FeaturesSpec {
+    pub output: String,
+    pub dim: usize,
+    pub projection: String,
+}
+
+/// Which of a tower's outputs a call wants: the L2-normalized embedding, or the raw pooled
+/// features before the projection (only for manifests with a `features` entry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Embeddings,
+    Features,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tower {
+    Image,
+    Text,
+}
+
+impl Tower {
+    pub fn name(self) -> &'static str {
+        match self {
+            Tower::Image => "image",
+            Tower::Text => "text",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ImageSpec {
     pub size: usize,
@@ -26,6 +58,8 @@ pub struct ImageSpec {
     pub resize_mode: String,
     pub input: String,
     pub output: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<FeaturesSpec>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -34,6 +68,8 @@ pub struct TextSpec {
     pub input_ids: String,
     pub attention_mask: String,
     pub output: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<FeaturesSpec>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -49,6 +85,36 @@ pub struct Manifest {
     pub text: TextSpec,
     /// File name -> lowercase hex SHA-256.
     pub files: BTreeMap<String, String>,
+}
+
+impl Manifest {
+    pub fn features(&self, tower: Tower) -> Option<&FeaturesSpec> {
+        match tower {
+            Tower::Image => self.image.features.as_ref(),
+            Tower::Text => self.text.features.as_ref(),
+        }
+    }
+
+    /// The ONNX output name and row width of `output` for `tower`; features need a manifest
+    /// that names them.
+    pub fn output(&self, tower: Tower, output: Output) -> Result<(&str, usize), ModelError> {
+        match output {
+            Output::Embeddings => Ok((if tower == Tower::Image { &self.image.output } else { &self.text.output }, self.embed_dim)),
+            Output::Features => self
+                .features(tower)
+                .map(|f| (f.output.as_str(), f.dim))
+                .ok_or_else(|| ModelError::NoFeatures(no_features(&self.name, tower))),
+        }
+    }
+}
+
+/// Why a model cannot give features: its directory predates them.
+pub fn no_features(model: &str, tower: Tower) -> String {
+    format!(
+        "model {model:?} has no {} features: its manifest.json names no \"features\" output (model directories written \
+         before features existed); re-export it with tools/export_biomedclip.py",
+        tower.name()
+    )
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -71,6 +137,8 @@ pub enum ModelError {
     Remote { code: u8, message: String },
     /// The inference service is not running, restarted during the request, or is overloaded.
     ServiceUnavailable { busy: bool, message: String },
+    /// The model directory has no features output or projection files (written before they existed).
+    NoFeatures(String),
 }
 
 impl fmt::Display for ModelError {
@@ -96,6 +164,7 @@ impl fmt::Display for ModelError {
             ModelError::Runtime(d) => write!(f, "ONNX Runtime error: {d}"),
             ModelError::Remote { message, .. } => write!(f, "{message}"),
             ModelError::ServiceUnavailable { message, .. } => write!(f, "{message}"),
+            ModelError::NoFeatures(d) => write!(f, "{d}"),
         }
     }
 }
@@ -133,16 +202,7 @@ impl VerifiedModel {
     /// manifest is not the `pinned` one (a lowercase or uppercase hex SHA-256), or when an ONNX
     /// file refers to external data (bytes the manifest does not cover).
     pub fn load(dir: &Path, pinned: Option<&str>) -> Result<VerifiedModel, ModelError> {
-        let manifest_bytes = read(&dir.join(MANIFEST))?;
-        let manifest_sha256 = sha256_hex(&manifest_bytes);
-        if let Some(pin) = pinned.map(str::trim).filter(|p| !p.is_empty()) {
-            if !pin.eq_ignore_ascii_case(&manifest_sha256) {
-                return Err(ModelError::NotPinned { pinned: pin.to_string(), actual: manifest_sha256 });
-            }
-        }
-        let manifest: Manifest =
-            serde_json::from_slice(&manifest_bytes).map_err(|e| ModelError::BadManifest(e.to_string()))?;
-        validate(&manifest)?;
+        let (manifest, manifest_bytes, manifest_sha256) = read_manifest(dir, pinned)?;
         let mut contents = BTreeMap::new();
         for file in MODEL_FILES {
             let expected = manifest
@@ -177,6 +237,21 @@ impl VerifiedModel {
     }
 }
 
+/// A directory's manifest.json, parsed and validated, with its bytes and SHA-256, refused when it
+/// is not the `pinned` one; the files it lists are not read.
+pub fn read_manifest(dir: &Path, pinned: Option<&str>) -> Result<(Manifest, Vec<u8>, String), ModelError> {
+    let manifest_bytes = read(&dir.join(MANIFEST))?;
+    let manifest_sha256 = sha256_hex(&manifest_bytes);
+    if let Some(pin) = pinned.map(str::trim).filter(|p| !p.is_empty()) {
+        if !pin.eq_ignore_ascii_case(&manifest_sha256) {
+            return Err(ModelError::NotPinned { pinned: pin.to_string(), actual: manifest_sha256 });
+        }
+    }
+    let manifest: Manifest = serde_json::from_slice(&manifest_bytes).map_err(|e| ModelError::BadManifest(e.to_string()))?;
+    validate(&manifest)?;
+    Ok((manifest, manifest_bytes, manifest_sha256))
+}
+
 fn validate(m: &Manifest) -> Result<(), ModelError> {
     if m.image.interpolation != "bicubic" {
         return Err(ModelError::Unsupported(format!("image interpolation {:?} (only \"bicubic\")", m.image.interpolation)));
@@ -198,6 +273,21 @@ fn validate(m: &Manifest) -> Result<(), ModelError> {
     }
     if !m.logit_scale.is_finite() {
         return Err(ModelError::BadManifest("logit_scale must be finite".into()));
+    }
+    for tower in [Tower::Image, Tower::Text] {
+        if let Some(f) = m.features(tower) {
+            if !(1..=crate::vector_format::MAX_DIM).contains(&f.dim) {
+                return Err(ModelError::BadManifest(format!("{} features dim {} out of range", tower.name(), f.dim)));
+            }
+            let plain = !f.projection.is_empty() && !f.projection.contains(['/', '\\']) && !f.projection.starts_with('.');
+            if !plain || !m.files.contains_key(&f.projection) {
+                return Err(ModelError::BadManifest(format!(
+                    "{} projection {:?} must be a file name listed in \"files\"",
+                    tower.name(),
+                    f.projection
+                )));
+            }
+        }
     }
     if !matches!(m.precision.as_str(), "fp32" | "fp16" | "int8") {
         return Err(ModelError::BadManifest(format!("precision {:?} (expected fp32, fp16 or int8)", m.precision)));

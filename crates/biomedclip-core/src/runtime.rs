@@ -15,7 +15,7 @@
 //!   run larger than [`SHRINK_ABOVE_VALUES`] input values asks ONNX Runtime to shrink its arena
 //!   afterwards.
 
-use crate::model::{ModelError, VerifiedModel};
+use crate::model::{ModelError, Output, Tower, VerifiedModel};
 use crate::preprocess::PreprocessConfig;
 use crate::tokenize::TextTokenizer;
 use ort::environment::Environment;
@@ -128,15 +128,18 @@ pub fn loaded_ort_library() -> Option<(PathBuf, String)> {
 /// Something that embeds batches: the model in this process ([`LocalModel`]) or the shared
 /// inference service (the extension's client). Inputs are already preprocessed: images as the
 /// model's 8-bit RGB view (`size`×`size`, interleaved, back to back; normalization is the
-/// model's job), texts as token ids (unpadded). Outputs are L2-normalized.
+/// model's job), texts as token ids (unpadded). Embeddings are L2-normalized; features (the
+/// pooled output before the projection) are returned as the model computed them.
 pub trait EmbeddingBackend {
     fn manifest(&self) -> &crate::model::Manifest;
     /// SHA-256 of manifest.json: the model's identity.
     fn manifest_sha256(&self) -> &str;
+    /// The model directory the manifest was read from (its projection files live there).
+    fn model_dir(&self) -> &Path;
     fn tokenizer(&self) -> Result<&TextTokenizer, ModelError>;
     fn preprocess(&self) -> &PreprocessConfig;
-    fn embed_rgb(&mut self, rgb: &[u8], count: usize, interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError>;
-    fn embed_token_ids(&mut self, sequences: &[Vec<u32>], interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError>;
+    fn embed_rgb(&mut self, rgb: &[u8], count: usize, output: Output, interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError>;
+    fn embed_token_ids(&mut self, sequences: &[Vec<u32>], output: Output, interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError>;
 }
 
 /// How a run learns that it should stop: a function polled from a watchdog thread.
@@ -201,15 +204,15 @@ fn session_for(bytes: &[u8], cfg: &RuntimeConfig, cuda: bool, prepacked: Option<
     })
 }
 
-fn check_names(model: &'static str, session: &Session, inputs: &[&str], output: &str) -> Result<(), ModelError> {
+fn check_names(model: &'static str, session: &Session, inputs: &[&str], outputs: &[&str]) -> Result<(), ModelError> {
     let actual_in: Vec<String> = session.inputs().iter().map(|o| o.name().to_string()).collect();
     let actual_out: Vec<String> = session.outputs().iter().map(|o| o.name().to_string()).collect();
-    let ok = inputs.iter().all(|n| actual_in.iter().any(|a| a == n)) && actual_out.iter().any(|a| a == output);
+    let ok = inputs.iter().all(|n| actual_in.iter().any(|a| a == n)) && outputs.iter().all(|o| actual_out.iter().any(|a| a == o));
     if ok {
         Ok(())
     } else {
         let mut expected: Vec<String> = inputs.iter().map(|s| s.to_string()).collect();
-        expected.push(format!("-> {output}"));
+        expected.extend(outputs.iter().map(|o| format!("-> {o}")));
         let mut actual = actual_in;
         actual.extend(actual_out.into_iter().map(|o| format!("-> {o}")));
         Err(ModelError::InputNames { model, expected, actual })
@@ -303,14 +306,16 @@ impl LocalModel {
                 Err(e) => (for_cuda(false)?, "cpu", Some(format!("cuda unavailable: {e}"))),
             },
         };
-        check_names("image_encoder.onnx", &image, &[&m.image.input], &m.image.output)?;
-        check_names("text_encoder.onnx", &text, &[&m.text.input_ids, &m.text.attention_mask], &m.text.output)?;
+        let outputs = |tower: Tower| -> Vec<&str> {
+            let mut names = vec![m.output(tower, Output::Embeddings).map(|o| o.0).unwrap_or_default()];
+            names.extend(m.features(tower).map(|f| f.output.as_str()));
+            names
+        };
+        check_names("image_encoder.onnx", &image, &[&m.image.input], &outputs(Tower::Image))?;
+        check_names("text_encoder.onnx", &text, &[&m.text.input_ids, &m.text.attention_mask], &outputs(Tower::Text))?;
         Ok(Sessions { image, text, provider_in_use: provider_in_use.to_string(), provider_fallback })
     }
 
-    fn embed_dim(&self) -> usize {
-        self.verified.manifest.embed_dim
-    }
 }
 
 /// Runs a call on its own thread and waits for it, polling `interrupt` every millisecond.
@@ -322,14 +327,17 @@ impl LocalModel {
 /// session's mutex makes the next call on this model wait for it. The thread owns everything it
 /// touches (inputs, session handle, output copies) and never calls into the host process.
 ///
-/// The output must have exactly `rows` finite rows of `embed_dim` values.
+/// The output must have exactly `rows` finite rows of `width` values; embeddings are
+/// L2-normalized, features returned as computed.
+#[allow(clippy::too_many_arguments)]
 fn run_watched(
     session: &Arc<Mutex<Session>>,
     inputs: Vec<(String, ort::value::DynValue)>,
     input_values: usize,
     output: &str,
+    kind: Output,
     rows: usize,
-    embed_dim: usize,
+    width: usize,
     interrupt: &Interrupt,
 ) -> Result<Vec<Vec<f32>>, ModelError> {
     if interrupt.is_pending() {
@@ -351,8 +359,11 @@ fn run_watched(
                 .get(&output)
                 .ok_or_else(|| ModelError::Runtime(format!("model produced no output named {output}")))?;
             let (shape, data) = value.try_extract_tensor::<f32>().map_err(err)?;
-            check_output(&output, shape, data, rows, embed_dim)?;
-            Ok(data.chunks_exact(embed_dim).map(crate::vector_ops::l2_normalize).collect::<Vec<_>>())
+            check_output(&output, shape, data, rows, width)?;
+            Ok(match kind {
+                Output::Embeddings => data.chunks_exact(width).map(crate::vector_ops::l2_normalize).collect::<Vec<_>>(),
+                Output::Features => data.chunks_exact(width).map(<[f32]>::to_vec).collect(),
+            })
         })
     };
     watched("inference", run, Some(options), interrupt)
@@ -421,6 +432,10 @@ impl EmbeddingBackend for LocalModel {
         &self.verified.manifest_sha256
     }
 
+    fn model_dir(&self) -> &Path {
+        &self.verified.dir
+    }
+
     fn tokenizer(&self) -> Result<&TextTokenizer, ModelError> {
         Ok(&self.tokenizer)
     }
@@ -429,7 +444,7 @@ impl EmbeddingBackend for LocalModel {
         &self.preprocess
     }
 
-    fn embed_rgb(&mut self, rgb: &[u8], count: usize, interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError> {
+    fn embed_rgb(&mut self, rgb: &[u8], count: usize, output: Output, interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError> {
         let s = self.preprocess.image_size;
         if rgb.len() != count * 3 * s * s {
             return Err(ModelError::Runtime(format!("expected {count} images of {s}x{s} RGB, got {} bytes", rgb.len())));
@@ -438,32 +453,32 @@ impl EmbeddingBackend for LocalModel {
         for image in rgb.chunks_exact(3 * s * s) {
             crate::preprocess::normalize_chw(image, s, &self.preprocess, &mut pixels);
         }
-        self.embed_images(&pixels, count, interrupt)
+        self.embed_images(&pixels, count, output, interrupt)
     }
 
-    fn embed_token_ids(&mut self, sequences: &[Vec<u32>], interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError> {
+    fn embed_token_ids(&mut self, sequences: &[Vec<u32>], output: Output, interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError> {
         // Pad to the longest member only; the attention mask hides the padding.
-        self.embed_token_ids_padded(sequences, 0, interrupt)
+        self.embed_token_ids_padded(sequences, 0, output, interrupt)
     }
 }
 
 impl LocalModel {
     /// Embeds normalized CHW f32 tensors, back to back.
-    pub fn embed_images(&mut self, pixels: &[f32], count: usize, interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError> {
+    pub fn embed_images(&mut self, pixels: &[f32], count: usize, output: Output, interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError> {
         let s = self.preprocess.image_size;
         if pixels.len() != count * 3 * s * s {
             return Err(ModelError::Runtime(format!("expected {count} images of 3x{s}x{s}, got {} values", pixels.len())));
         }
         let tensor = Tensor::from_array(([count, 3, s, s], pixels.to_vec())).map_err(|e| ModelError::Runtime(e.to_string()))?;
         let name = self.verified.manifest.image.input.clone();
-        let output = self.verified.manifest.image.output.clone();
-        let dim = self.embed_dim();
-        run_watched(&self.image, vec![(name, tensor.into_dyn())], pixels.len(), &output, count, dim, interrupt)
+        let (output_name, width) = self.verified.manifest.output(Tower::Image, output)?;
+        let output_name = output_name.to_string();
+        run_watched(&self.image, vec![(name, tensor.into_dyn())], pixels.len(), &output_name, output, count, width, interrupt)
     }
 
     /// Token batches padded to at least `min_len` (open_clip pads every text to the context
     /// length; the benchmark compares that with length-aware batching).
-    pub fn embed_token_ids_padded(&mut self, sequences: &[Vec<u32>], min_len: usize, interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError> {
+    pub fn embed_token_ids_padded(&mut self, sequences: &[Vec<u32>], min_len: usize, output: Output, interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError> {
         let longest = sequences.iter().map(Vec::len).max().unwrap_or(0).max(min_len);
         let mut ids = Vec::with_capacity(sequences.len() * longest);
         let mut mask = Vec::with_capacity(sequences.len() * longest);
@@ -480,9 +495,9 @@ impl LocalModel {
             (t.input_ids.clone(), Tensor::from_array((shape, ids)).map_err(e)?.into_dyn()),
             (t.attention_mask.clone(), Tensor::from_array((shape, mask)).map_err(e)?.into_dyn()),
         ];
-        let output = t.output.clone();
-        let dim = self.embed_dim();
+        let (output_name, width) = self.verified.manifest.output(Tower::Text, output)?;
+        let output_name = output_name.to_string();
         // A token costs about as much activation memory as 1,000 pixel values (BERT-base).
-        run_watched(&self.text, inputs, shape[0] * shape[1] * 1000, &output, sequences.len(), dim, interrupt)
+        run_watched(&self.text, inputs, shape[0] * shape[1] * 1000, &output_name, output, sequences.len(), width, interrupt)
     }
 }

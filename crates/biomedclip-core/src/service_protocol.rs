@@ -11,10 +11,11 @@
 //! for any other model, and every answer names the model that computed it, so that a reload can
 //! never mix two models in one result.
 
+use crate::model::Output;
 use std::io::{self, Read, Write};
 
 /// Bumped whenever a message changes shape; the service refuses other versions.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame either side accepts: 64 MiB (256 images of 3×224×224 bytes is 37 MiB).
 pub const MAX_FRAME: usize = 64 << 20;
@@ -94,6 +95,7 @@ pub enum Request {
     Images {
         id: u64,
         model_sha256: String,
+        output: Output,
         size: u32,
         count: u32,
         rgb: Vec<u8>,
@@ -102,6 +104,7 @@ pub enum Request {
     Texts {
         id: u64,
         model_sha256: String,
+        output: Output,
         sequences: Vec<Vec<u32>>,
     },
     Cancel {
@@ -116,7 +119,7 @@ pub enum Response {
         pid: u32,
         model: Result<ModelDescription, ServiceError>,
     },
-    /// `rows` L2-normalized embeddings of `dim` values, row after row.
+    /// Rows of `dim` values, row after row: L2-normalized embeddings, or the features asked for.
     Embeddings {
         id: u64,
         model_sha256: String,
@@ -135,6 +138,21 @@ pub enum Response {
 
 fn bad(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+fn output_code(o: Output) -> u8 {
+    match o {
+        Output::Embeddings => 0,
+        Output::Features => 1,
+    }
+}
+
+fn output_from(b: u8) -> io::Result<Output> {
+    match b {
+        0 => Ok(Output::Embeddings),
+        1 => Ok(Output::Features),
+        _ => Err(bad(format!("unknown output kind {b}"))),
+    }
 }
 
 struct Encoder(Vec<u8>);
@@ -234,19 +252,21 @@ impl Request {
                 e.u32(*version);
                 e
             }
-            Request::Images { id, model_sha256, size, count, rgb } => {
+            Request::Images { id, model_sha256, output, size, count, rgb } => {
                 let mut e = Encoder::new(IMAGES);
                 e.u64(*id);
                 e.str(model_sha256);
+                e.u8(output_code(*output));
                 e.u32(*size);
                 e.u32(*count);
                 e.bytes(rgb);
                 e
             }
-            Request::Texts { id, model_sha256, sequences } => {
+            Request::Texts { id, model_sha256, output, sequences } => {
                 let mut e = Encoder::new(TEXTS);
                 e.u64(*id);
                 e.str(model_sha256);
+                e.u8(output_code(*output));
                 e.u32(sequences.len() as u32);
                 for s in sequences {
                     e.u32(s.len() as u32);
@@ -271,16 +291,17 @@ impl Request {
         let r = match d.u8()? {
             HELLO => Request::Hello { version: d.u32()? },
             IMAGES => {
-                let (id, model_sha256, size, count) = (d.u64()?, d.str()?, d.u32()?, d.u32()?);
+                let (id, model_sha256, output) = (d.u64()?, d.str()?, output_from(d.u8()?)?);
+                let (size, count) = (d.u32()?, d.u32()?);
                 let rgb = d.bytes()?;
                 let expected = (count as u64) * 3 * (size as u64) * (size as u64);
                 if rgb.len() as u64 != expected || count == 0 {
                     return Err(bad(format!("{count} images of {size}x{size} need {expected} bytes, got {}", rgb.len())));
                 }
-                Request::Images { id, model_sha256, size, count, rgb }
+                Request::Images { id, model_sha256, output, size, count, rgb }
             }
             TEXTS => {
-                let (id, model_sha256) = (d.u64()?, d.str()?);
+                let (id, model_sha256, output) = (d.u64()?, d.str()?, output_from(d.u8()?)?);
                 let n = d.u32()? as usize;
                 // Each sequence needs at least its 4-byte length: a count beyond that is a lie.
                 if n == 0 || n > d.rest.len() / 4 {
@@ -292,7 +313,7 @@ impl Request {
                     let raw = d.take(len.checked_mul(4).ok_or_else(|| bad("sequence length overflows"))?)?;
                     sequences.push(raw.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes"))).collect());
                 }
-                Request::Texts { id, model_sha256, sequences }
+                Request::Texts { id, model_sha256, output, sequences }
             }
             CANCEL => Request::Cancel { id: d.u64()? },
             STATUS => Request::Status,
@@ -440,5 +461,6 @@ pub fn model_error_code(e: &crate::model::ModelError) -> u8 {
         Remote { code, .. } => *code,
         ServiceUnavailable { busy: false, .. } => 11,
         ServiceUnavailable { busy: true, .. } => 12,
+        NoFeatures(_) => 13,
     }
 }

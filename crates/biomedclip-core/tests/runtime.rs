@@ -2,7 +2,7 @@
 //! API fed by Pillow preprocessing and the reference token ids, padding invariance, refusal of
 //! tampered models, and interruption.
 mod common;
-use biomedclip_core::model::ModelError;
+use biomedclip_core::model::{ModelError, Output, Tower};
 use biomedclip_core::preprocess::preprocess;
 use biomedclip_core::runtime::{init_ort, EmbeddingBackend, Interrupt, LocalModel, Provider, RuntimeConfig};
 use std::path::Path;
@@ -46,7 +46,7 @@ fn embeddings_match_onnxruntime_python_on_reference_inputs() {
     for img in &images {
         pixels.extend(preprocess(&std::fs::read(img).unwrap(), &model.preprocess, 1 << 28).unwrap());
     }
-    let ours = model.embed_images(&pixels, images.len(), &Interrupt::never()).unwrap();
+    let ours = model.embed_images(&pixels, images.len(), Output::Embeddings, &Interrupt::never()).unwrap();
     let reference = read_f32(&out.join("images.f32"));
     for (i, row) in ours.iter().enumerate() {
         assert_eq!(row.len(), 512);
@@ -58,7 +58,7 @@ fn embeddings_match_onnxruntime_python_on_reference_inputs() {
 
     // Texts: our cleaning + tokenizer + length-aware batch against the Python pipeline padded to 256.
     let ids: Vec<Vec<u32>> = captions.iter().map(|c| model.tokenizer.encode(c).unwrap()).collect();
-    let ours = model.embed_token_ids(&ids, &Interrupt::never()).unwrap();
+    let ours = model.embed_token_ids(&ids, Output::Embeddings, &Interrupt::never()).unwrap();
     let reference = read_f32(&out.join("texts.f32"));
     for (i, row) in ours.iter().enumerate() {
         let c = cosine(row, &reference[i * 512..(i + 1) * 512]);
@@ -70,11 +70,11 @@ fn embeddings_match_onnxruntime_python_on_reference_inputs() {
 fn padding_does_not_change_a_text_embedding() {
     let mut model = load(&common::tiny_model()).unwrap();
     let short = model.tokenizer.encode("ground glass opacities in both lungs").unwrap();
-    let alone = model.embed_token_ids(&[short.clone()], &Interrupt::never()).unwrap();
+    let alone = model.embed_token_ids(&[short.clone()], Output::Embeddings, &Interrupt::never()).unwrap();
     // In a batch with a 256-token member, the short text is padded to 256.
     let long = model.tokenizer.encode(&"consolidation ".repeat(300)).unwrap();
     assert_eq!(long.len(), 256);
-    let batched = model.embed_token_ids(&[short, long], &Interrupt::never()).unwrap();
+    let batched = model.embed_token_ids(&[short, long], Output::Embeddings, &Interrupt::never()).unwrap();
     let c = cosine(&alone[0], &batched[0]);
     assert!(c >= 0.99999, "cosine {c}");
 }
@@ -113,11 +113,11 @@ fn wrong_onnx_input_names_are_refused() {
 fn a_pending_interrupt_stops_inference() {
     let mut model = load(&common::tiny_model()).unwrap();
     let ids = vec![model.tokenizer.encode("pleural effusion").unwrap()];
-    let err = model.embed_token_ids(&ids, &Interrupt::new(&|| true)).unwrap_err().to_string();
+    let err = model.embed_token_ids(&ids, Output::Embeddings, &Interrupt::new(&|| true)).unwrap_err().to_string();
     assert!(err.contains("interrupted"), "{err}");
     assert_eq!(biomedclip_core::inflight::shutdown(std::time::Duration::from_secs(10)), 0);
     // The session stays usable afterwards.
-    assert_eq!(model.embed_token_ids(&ids, &Interrupt::never()).unwrap().len(), 1);
+    assert_eq!(model.embed_token_ids(&ids, Output::Embeddings, &Interrupt::never()).unwrap().len(), 1);
 }
 
 #[test]
@@ -158,7 +158,26 @@ fn a_loaded_model_keeps_hashes_not_bytes() {
     // which check them against the manifest's hash.
     let tokenizer = std::fs::read(common::tiny_model().join("tokenizer.json")).unwrap();
     assert_eq!(model.verified.tokenizer_json, tokenizer);
-    assert_eq!(model.verified.manifest.files.len(), 3);
+    // Three model files and the two projection files (read on use, not at load).
+    assert_eq!(model.verified.manifest.files.len(), 5);
+}
+
+#[test]
+fn features_projected_by_the_projection_files_are_the_embeddings() {
+    let mut model = load(&common::tiny_model()).unwrap();
+    let ids = vec![model.tokenizer.encode("chest x-ray showing pneumonia").unwrap()];
+    let never = Interrupt::never();
+    let features = model.embed_token_ids(&ids, Output::Features, &never).unwrap();
+    let embedding = model.embed_token_ids(&ids, Output::Embeddings, &never).unwrap();
+    let head = biomedclip_core::projection_file::load_projection(&model.verified.dir, &model.verified.manifest, Tower::Text).unwrap();
+    let x: Vec<f64> = features[0].iter().map(|&v| v as f64).collect();
+    let y = head.apply(&x);
+    let norm = y.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let worst = y.iter().zip(&embedding[0]).map(|(a, &b)| (a / norm - b as f64).abs()).fold(0.0, f64::max);
+    assert_eq!(features[0].len(), model.verified.manifest.text.features.as_ref().unwrap().dim);
+    assert!(worst < 1e-5, "projected features differ from the embedding by {worst}");
+    // Features are the model's raw output, not normalized.
+    assert!((features[0].iter().map(|v| v * v).sum::<f32>().sqrt() - 1.0).abs() > 1e-3);
 }
 
 #[test]

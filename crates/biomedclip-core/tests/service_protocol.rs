@@ -1,6 +1,7 @@
 //! The service wire format: every message survives a round trip, and malformed frames are
 //! refused before any allocation of the announced size.
 
+use biomedclip_core::model::Output;
 use biomedclip_core::service_protocol::*;
 use std::io::Cursor;
 
@@ -19,8 +20,8 @@ fn round_trip_response(r: Response) {
 #[test]
 fn every_message_round_trips() {
     round_trip_request(Request::Hello { version: PROTOCOL_VERSION });
-    round_trip_request(Request::Images { id: 7, model_sha256: "ab".repeat(32), size: 2, count: 2, rgb: (0..24).collect() });
-    round_trip_request(Request::Texts { id: u64::MAX, model_sha256: "cd".into(), sequences: vec![vec![2, 5, 3], vec![], vec![2, 3]] });
+    round_trip_request(Request::Images { id: 7, model_sha256: "ab".repeat(32), output: Output::Features, size: 2, count: 2, rgb: (0..24).collect() });
+    round_trip_request(Request::Texts { id: u64::MAX, model_sha256: "cd".into(), output: Output::Embeddings, sequences: vec![vec![2, 5, 3], vec![], vec![2, 3]] });
     round_trip_request(Request::Cancel { id: 3 });
     round_trip_request(Request::Status);
     let model = ModelDescription {
@@ -62,6 +63,7 @@ fn counts_that_do_not_match_the_bytes_are_refused() {
     let mut body = vec![3u8];
     body.extend_from_slice(&1u64.to_le_bytes());
     body.extend_from_slice(&0u32.to_le_bytes());
+    body.push(0); // output: embeddings
     body.extend_from_slice(&1_000_000u32.to_le_bytes());
     body.extend_from_slice(&[0; 8]);
     assert!(Request::decode(&body).unwrap_err().to_string().contains("sequences announced"));
@@ -69,11 +71,12 @@ fn counts_that_do_not_match_the_bytes_are_refused() {
     let mut body = vec![3u8];
     body.extend_from_slice(&1u64.to_le_bytes());
     body.extend_from_slice(&0u32.to_le_bytes());
+    body.push(0);
     body.extend_from_slice(&1u32.to_le_bytes());
     body.extend_from_slice(&u32::MAX.to_le_bytes());
     assert!(Request::decode(&body).is_err());
     // Images whose byte count is not count × 3 × size².
-    let r = Request::Images { id: 1, model_sha256: String::new(), size: 2, count: 2, rgb: vec![0; 24] };
+    let r = Request::Images { id: 1, model_sha256: String::new(), output: Output::Embeddings, size: 2, count: 2, rgb: vec![0; 24] };
     let mut frame = r.encode().unwrap();
     let last = frame.len() - 1;
     frame.truncate(last);
@@ -86,6 +89,10 @@ fn counts_that_do_not_match_the_bytes_are_refused() {
     body.push(0);
     assert!(Request::decode(&body).unwrap_err().to_string().contains("unexpected bytes"));
     assert!(Request::decode(&[99]).is_err());
+    // An output kind that does not exist.
+    let mut body = Request::Texts { id: 1, model_sha256: String::new(), output: Output::Features, sequences: vec![vec![2]] }.encode().unwrap()[4..].to_vec();
+    body[13] = 7;
+    assert!(Request::decode(&body).unwrap_err().to_string().contains("unknown output kind 7"));
     let frame = Response::Embeddings { id: 1, model_sha256: String::new(), dim: 3, values: vec![1.0; 4] }.encode().unwrap();
     assert!(Response::decode(&frame[4..]).unwrap_err().to_string().contains("not rows"));
 }

@@ -6,9 +6,11 @@
 //! (images or texts) and gathers, in arrival order, the queued requests of that kind that fit
 //! its budget: at most `max_images` images, or texts whose padded size (count × longest) stays
 //! within `max_tokens`. The first request always runs, even when it alone exceeds the budget
-//! (the backend already cut it to its own limits). Batches run on `lanes` (the service's model
-//! copies that run at the same time); while every lane is busy, the next batch accumulates.
+//! (the backend already cut it to its own limits). Requests for features run in batches of their
+//! own (a batch computes one output). Batches run on `lanes` (the service's model copies that run
+//! at the same time); while every lane is busy, the next batch accumulates.
 
+use biomedclip_core::model::Output;
 use std::collections::VecDeque;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +49,8 @@ impl Payload {
 pub struct Job {
     pub conn: u64,
     pub id: u64,
+    /// Embeddings or features: a batch computes one of them for all its requests.
+    pub output: Output,
     pub payload: Payload,
 }
 
@@ -158,13 +162,13 @@ impl Scheduler {
     /// empty), and marks it running there.
     pub fn next_batch(&mut self, lane: usize) -> Option<Vec<Job>> {
         debug_assert!(self.running[lane].is_empty(), "lane {lane} is still running a batch");
-        let images = self.queue.front()?.payload.is_images();
+        let (images, output) = { let front = self.queue.front()?; (front.payload.is_images(), front.output) };
         let mut batch: Vec<Job> = Vec::new();
         let (mut items, mut longest) = (0usize, 0usize);
         let mut i = 0;
         while i < self.queue.len() {
             let p = &self.queue[i].payload;
-            if p.is_images() != images {
+            if p.is_images() != images || self.queue[i].output != output {
                 i += 1;
                 continue;
             }
@@ -192,11 +196,11 @@ mod tests {
     use super::*;
 
     fn img(conn: u64, count: usize) -> Job {
-        Job { conn, id: conn * 100, payload: Payload::Images { count, rgb: vec![0; count * 3] } }
+        Job { conn, id: conn * 100, output: Output::Embeddings, payload: Payload::Images { count, rgb: vec![0; count * 3] } }
     }
 
     fn txt(conn: u64, lens: &[usize]) -> Job {
-        Job { conn, id: conn * 100, payload: Payload::Texts { sequences: lens.iter().map(|&n| vec![1; n]).collect() } }
+        Job { conn, id: conn * 100, output: Output::Embeddings, payload: Payload::Texts { sequences: lens.iter().map(|&n| vec![1; n]).collect() } }
     }
 
     fn conns(batch: &[Job]) -> Vec<u64> {
@@ -214,6 +218,20 @@ mod tests {
         assert_eq!(conns(&s.next_batch(0).unwrap()), vec![5, 6]);
         s.finish_batch(0);
         assert!(s.next_batch(0).is_none());
+    }
+
+    #[test]
+    fn features_and_embeddings_never_share_a_batch() {
+        let mut s = Scheduler::new(1, 8, 100, 1000);
+        s.submit(img(1, 1)).unwrap();
+        s.submit(Job { output: Output::Features, ..img(2, 1) }).unwrap();
+        s.submit(img(3, 1)).unwrap();
+        s.submit(Job { output: Output::Features, ..img(4, 1) }).unwrap();
+        let first = s.next_batch(0).unwrap();
+        assert_eq!((conns(&first), first[0].output), (vec![1, 3], Output::Embeddings));
+        s.finish_batch(0);
+        let second = s.next_batch(0).unwrap();
+        assert_eq!((conns(&second), second[0].output), (vec![2, 4], Output::Features));
     }
 
     #[test]

@@ -133,12 +133,12 @@ pub fn serve_connection(shared: Arc<Shared>, conn: u64, stream: UnixStream) {
                     Cancelled::Unknown => {}
                 }
             }
-            Request::Images { id, model_sha256, size, count, rgb } => {
-                let payload = Payload::Images { count: count as usize, rgb };
-                submit(&shared, &writer, greeted, conn, id, &model_sha256, payload, Some(size as usize));
+            Request::Images { id, model_sha256, output, size, count, rgb } => {
+                let job = Job { conn, id, output, payload: Payload::Images { count: count as usize, rgb } };
+                submit(&shared, &writer, greeted, job, &model_sha256, Some(size as usize));
             }
-            Request::Texts { id, model_sha256, sequences } => {
-                submit(&shared, &writer, greeted, conn, id, &model_sha256, Payload::Texts { sequences }, None);
+            Request::Texts { id, model_sha256, output, sequences } => {
+                submit(&shared, &writer, greeted, Job { conn, id, output, payload: Payload::Texts { sequences } }, &model_sha256, None);
             }
         }
     }
@@ -151,8 +151,8 @@ pub fn serve_connection(shared: Arc<Shared>, conn: u64, stream: UnixStream) {
     shared.writers.lock().unwrap_or_else(|p| p.into_inner()).remove(&conn);
 }
 
-#[allow(clippy::too_many_arguments)]
-fn submit(shared: &Shared, writer: &Arc<Mutex<UnixStream>>, greeted: bool, conn: u64, id: u64, sha: &str, payload: Payload, size: Option<usize>) {
+fn submit(shared: &Shared, writer: &Arc<Mutex<UnixStream>>, greeted: bool, job: Job, sha: &str, size: Option<usize>) {
+    let id = job.id;
     let model = match &shared.model {
         Ok(m) => m,
         Err(e) => return send(writer, &Response::Failed { id, error: e.clone() }),
@@ -171,7 +171,7 @@ fn submit(shared: &Shared, writer: &Arc<Mutex<UnixStream>>, greeted: bool, conn:
     }
     shared.counters.requests.fetch_add(1, Ordering::Relaxed);
     let mut s = shared.scheduler.lock().unwrap_or_else(|p| p.into_inner());
-    match s.submit(Job { conn, id, payload }) {
+    match s.submit(job) {
         Ok(()) => shared.work.notify_one(),
         Err(Refusal::Full) => {
             drop(s);
@@ -193,7 +193,7 @@ fn runtime_error(e: &ModelError) -> ServiceError {
     ServiceError { kind, code: proto::model_error_code(e), message: e.to_string() }
 }
 
-/// Runs `batch` (all images or all texts); texts are sorted by length and cut by the token
+/// Runs `batch` (all images or all texts, all for the same output); texts are sorted by length and cut by the token
 /// budget, so that short texts are not padded to a long one.
 fn run_batch(model: &mut LocalModel, batch: &[Job], max_tokens: usize, interrupt: &Interrupt) -> Result<Vec<Vec<f32>>, ModelError> {
     match &batch[0].payload {
@@ -205,7 +205,7 @@ fn run_batch(model: &mut LocalModel, batch: &[Job], max_tokens: usize, interrupt
                     rgb.extend_from_slice(r);
                 }
             }
-            model.embed_rgb(&rgb, count, interrupt)
+            model.embed_rgb(&rgb, count, batch[0].output, interrupt)
         }
         Payload::Texts { .. } => {
             let sequences: Vec<&Vec<u32>> = batch
@@ -221,7 +221,7 @@ fn run_batch(model: &mut LocalModel, batch: &[Job], max_tokens: usize, interrupt
             let mut rows = vec![Vec::new(); sequences.len()];
             for range in batching::token_batches(&lens, usize::MAX, max_tokens) {
                 let part: Vec<Vec<u32>> = order[range.clone()].iter().map(|&i| sequences[i].clone()).collect();
-                for (k, row) in model.embed_token_ids(&part, interrupt)?.into_iter().enumerate() {
+                for (k, row) in model.embed_token_ids(&part, batch[0].output, interrupt)?.into_iter().enumerate() {
                     rows[order[range.start + k]] = row;
                 }
             }
@@ -234,7 +234,6 @@ fn run_batch(model: &mut LocalModel, batch: &[Job], max_tokens: usize, interrupt
 /// answers each request.
 pub fn run_batches(shared: Arc<Shared>, lane: usize, mut model: LocalModel) {
     let sha = model.verified.manifest_sha256.clone();
-    let dim = model.verified.manifest.embed_dim as u32;
     loop {
         let (batch, max_tokens) = {
             let mut s = shared.scheduler.lock().unwrap_or_else(|p| p.into_inner());
@@ -265,7 +264,9 @@ pub fn run_batches(shared: Arc<Shared>, lane: usize, mut model: LocalModel) {
                 let mut rows = rows.into_iter();
                 for ((job, writer), cancelled) in batch.iter().zip(&writers).zip(cancelled) {
                     let n = job.payload.items();
-                    let values: Vec<f32> = rows.by_ref().take(n).flatten().collect();
+                    let part: Vec<Vec<f32>> = rows.by_ref().take(n).collect();
+                    let dim = part.first().map_or(1, Vec::len) as u32;
+                    let values: Vec<f32> = part.into_iter().flatten().collect();
                     let counter = if matches!(job.payload, Payload::Images { .. }) { &shared.counters.images } else { &shared.counters.texts };
                     counter.fetch_add(n as u64, Ordering::Relaxed);
                     let Some(writer) = writer else { continue };
