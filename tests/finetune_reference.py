@@ -5,7 +5,8 @@
 2. the residual adapter's and the projection heads' (text MLP with exact GELU, image linear)
    backward passes against finite differences of numpy's forward passes;
 3. a whole training run (seeded split and shuffles, minibatches, AdamW with the anchored pull,
-   early stopping) against a numpy implementation of the same algorithm: weights within 1e-4;
+   early stopping) against a numpy implementation of the same algorithm: weights within 1e-4,
+   for residual adapters and for the projection heads (kind 'projection');
 4. the linear probe against scikit-learn's LogisticRegression (multinomial, L2, with and without
    balanced class weights): coefficients and probabilities within 1e-4.
 
@@ -181,6 +182,65 @@ def training_run():
           f"max weight Δ {err:.1e}; best epoch {r['best_epoch']} vs {best_epoch}; {len(losses)} epochs")
 
 
+def np_train_projection(im, tx, heads, o):
+    """The same training for kind 'projection': the model's heads (image linear, text MLP with
+    exact GELU) as the starting point and the anchor; no random initialization."""
+    n = len(im)
+    rng = SplitMix64(o["seed"])
+    order = list(range(n))
+    rng.shuffle(order)
+    n_val = min(max(int(math.floor(n * o["val_fraction"] + 0.5)), 2), n - 2)
+    val, train = order[:n_val], order[n_val:]
+    w = {k: v.copy() for k, v in heads.items()}
+    anchor = {k: v.copy() for k, v in heads.items()}
+    opt = {k: Adam(v.shape, o["lr"], o["pull"]) for k, v in w.items()}
+    gelu = lambda a: 0.5 * a * (1 + erf(a / np.sqrt(2)))  # noqa: E731
+    dgelu = lambda a: 0.5 * (1 + erf(a / np.sqrt(2))) + a * np.exp(-0.5 * a * a) / np.sqrt(2 * np.pi)  # noqa: E731
+    text_fwd = lambda x: gelu(x @ w["text_w1"]) @ w["text_w2"]  # noqa: E731
+    vloss = lambda: np_loss(im[val] @ w["image_w"], text_fwd(tx[val]), o["logit_scale"])  # noqa: E731
+    best, best_w, best_epoch, stale, losses = vloss(), {k: v.copy() for k, v in w.items()}, 0, 0, []
+    for epoch in range(1, o["epochs"] + 1):
+        rng.shuffle(train)
+        for b in range(0, len(train), o["batch_size"]):
+            batch = train[b:b + o["batch_size"]]
+            if len(batch) < 2:
+                continue
+            xi, xt = im[batch], tx[batch]
+            pre = xt @ w["text_w1"]
+            dyi, dyt, _ = np_grad(xi @ w["image_w"], gelu(pre) @ w["text_w2"], o["logit_scale"])
+            grads = {"image_w": xi.T @ dyi, "text_w2": gelu(pre).T @ dyt, "text_w1": xt.T @ ((dyt @ w["text_w2"].T) * dgelu(pre))}
+            for k in w:
+                w[k] = opt[k].step(w[k], grads[k], anchor[k])
+        vl = vloss()
+        losses.append(vl)
+        if vl < best * (1 - o["min_delta"]):
+            best, best_w, best_epoch, stale = vl, {k: v.copy() for k, v in w.items()}, epoch, 0
+        else:
+            stale += 1
+        if stale >= o["patience"]:
+            break
+    return best_w, best_epoch, losses
+
+
+def projection_training_run():
+    rng = np.random.default_rng(13)
+    n, d, h, d_out = 120, 10, 7, 6
+    im = rng.standard_normal((n, d))
+    tx = im @ rng.standard_normal((d, d)) / math.sqrt(d) + 0.1 * rng.standard_normal((n, d))
+    heads = {"image_w": rng.standard_normal((d, d_out)) * 0.3, "text_w1": rng.standard_normal((d, h)) * 0.3,
+             "text_w2": rng.standard_normal((h, d_out)) * 0.3}
+    o = {"epochs": 6, "batch_size": 32, "lr": 3e-3, "pull": 1e-2, "alpha": 1.0, "hidden": 0, "val_fraction": 0.25, "seed": 7,
+         "patience": 3, "min_delta": 1e-3, "logit_scale": math.log(100.0), "learn_logit_scale": False}
+    r = rust({"op": "train_projection", "dim": d, "hidden": h, "d_out": d_out, "images": im.ravel().tolist(), "texts": tx.ravel().tolist(),
+              **{k: v.ravel().tolist() for k, v in heads.items()}, "options": o})
+    want, best_epoch, losses = np_train_projection(im, tx, heads, o)
+    err = max(float(np.max(np.abs(np.array(r[k]).reshape(want[k].shape) - want[k]))) for k in want)
+    moved = max(float(np.max(np.abs(want[k] - heads[k]))) for k in want)
+    check("a whole kind 'projection' run (the model's linear image head and GELU text MLP, from their weights) equals numpy's: weights within 1e-4",
+          err < 1e-4 and moved > 1e-3 and r["best_epoch"] == best_epoch and np.allclose(r["val_losses"], losses, rtol=1e-9),
+          f"max weight Δ {err:.1e} (the weights moved {moved:.1e}); best epoch {r['best_epoch']} vs {best_epoch}; {len(losses)} epochs")
+
+
 def probes():
     from sklearn.linear_model import LogisticRegression
     rng = np.random.default_rng(21)
@@ -204,5 +264,6 @@ def probes():
 if __name__ == "__main__":  # benches/finetune imports np_train as the adapter's peer
     gradients()
     training_run()
+    projection_training_run()
     probes()
     finish()

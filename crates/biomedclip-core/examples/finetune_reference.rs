@@ -1,15 +1,16 @@
 //! JSON in, JSON out bridge for tests/finetune_reference.py, which checks the fine-tuning code
 //! against numpy: the contrastive loss's gradients and the adapter's backward pass against
 //! finite differences of numpy's own forward pass, and a whole training run against a numpy
-//! implementation of the same algorithm.
+//! implementation of the same algorithm (residual adapters, and the projection heads).
 //!
-//! stdin: {"op": "contrastive" | "adapter" | "head" | "train" | "probe", ...}; stdout: the results.
+//! stdin: {"op": "contrastive" | "adapter" | "head" | "train" | "train_projection" | "probe", ...};
+//! stdout: the results.
 
 use biomedclip_core::finetune::adapter::ResidualAdapter;
 use biomedclip_core::finetune::contrastive;
 use biomedclip_core::finetune::probe::{self, ProbeOptions};
 use biomedclip_core::finetune::projection::Head;
-use biomedclip_core::finetune::train::{train_residual, TrainOptions};
+use biomedclip_core::finetune::train::{train_projection, train_residual, TrainOptions};
 use serde_json::{json, Value};
 use std::io::Read;
 
@@ -51,7 +52,7 @@ fn main() {
             let (y, act) = head.forward(&x);
             json!({"y": y, "grad": head.backward(&x, &act, &floats(&q["dy"]))})
         }
-        "train" => {
+        "train" | "train_projection" => {
             let o = &q["options"];
             let opts = TrainOptions {
                 epochs: o["epochs"].as_u64().unwrap() as usize,
@@ -67,6 +68,16 @@ fn main() {
                 logit_scale: o["logit_scale"].as_f64().unwrap(),
                 learn_logit_scale: o["learn_logit_scale"].as_bool().unwrap(),
             };
+            if q["op"] == "train_projection" {
+                let (hidden, d_out) = (q["hidden"].as_u64().unwrap() as usize, q["d_out"].as_u64().unwrap() as usize);
+                let image = Head::Linear { d_in: dim, d_out, w: floats(&q["image_w"]) };
+                let text = Head::Mlp { d_in: dim, hidden, d_out, w1: floats(&q["text_w1"]), w2: floats(&q["text_w2"]) };
+                let r = train_projection(&floats(&q["images"]), &floats(&q["texts"]), image, text, &opts, |_| {}).expect("train");
+                let (Head::Linear { w, .. }, Head::Mlp { w1, w2, .. }) = (&r.image, &r.text) else { unreachable!() };
+                println!("{}", json!({"image_w": w, "text_w1": w1, "text_w2": w2, "best_epoch": r.best_epoch,
+                                       "val_losses": r.epochs.iter().map(|e| e.val_loss).collect::<Vec<_>>()}));
+                return;
+            }
             let r = train_residual(&floats(&q["images"]), &floats(&q["texts"]), dim, &opts, |_| {}).expect("train");
             json!({"image_w1": r.image.w1, "image_w2": r.image.w2, "text_w1": r.text.w1, "text_w2": r.text.w2,
                    "logit_scale": r.logit_scale, "best_epoch": r.best_epoch,

@@ -1,6 +1,6 @@
 //! The model's own projection heads as trainable parameters, for fine-tuning on stored 768-d
-//! features (kind 'projection'; not yet reachable from SQL: model directories do not ship their
-//! projections separately yet). The shapes are open_clip's BiomedCLIP heads:
+//! features (kind 'projection'; read from the model directory by `projection_file`). The shapes
+//! are open_clip's BiomedCLIP heads:
 //! - image: a bias-free linear map, y = x·W (768 → 512, timm's head);
 //! - text: open_clip's MLP projection, y = GELU(x·W₁)·W₂ (768 → 640 → 512, bias-free), with the
 //!   exact (erf) GELU of torch.nn.GELU.
