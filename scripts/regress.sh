@@ -87,6 +87,9 @@ echo "== the README's SQL, executed verbatim"
 echo "== ONNX Runtime hygiene in backends (telemetry, cancel, timeout, terminations, load cancel)"
 "$ROOT/target/pyenv/bin/python" tests/runtime_hygiene.py "$PORT" "$work/data/server.log"
 
+echo "== features before the projection, the model's projections, projection adapters (onnxruntime, safetensors, numpy)"
+"$ROOT/target/pyenv/bin/python" tests/features_suite.py "$PORT"
+
 if [ "$INFERENCE" = service ]; then
   exit 0  # the suites below do not call the model, or start clusters of their own
 fi

@@ -59,15 +59,42 @@ COMMENT ON FUNCTION biomedclip_probe(text, embedding, double precision[]) IS
 
 REVOKE ALL ON FUNCTION biomedclip_train_probe(text, text, jsonb), biomedclip_probe(text, embedding, double precision[]) FROM PUBLIC;
 
--- Residual adapters (CLIP-Adapter style, y = x + α·W₂·relu(W₁·x) per tower), trained on pairs of
--- stored embeddings with the symmetric contrastive loss; weights with their SHA-256.
+-- Features before the projection (src/features_sql.rs): each tower's pooled output as the model
+-- computes it, and the model's own projections (files in the model directory, hashed in its
+-- manifest), so an archive's features are computed once and re-projected cheaply later.
+-- project_image(image_features(x)) = embed_image(x) up to float rounding. 0A000 for model
+-- directories written before features existed.
+CREATE FUNCTION biomedclip_image_features(bytea) RETURNS embedding
+    AS 'MODULE_PATHNAME', 'biomedclip_image_features_wrapper' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED COST 100000;
+CREATE FUNCTION biomedclip_text_features(text) RETURNS embedding
+    AS 'MODULE_PATHNAME', 'biomedclip_text_features_wrapper' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED COST 50000;
+CREATE FUNCTION biomedclip_image_features(bytea[]) RETURNS embedding[]
+    AS 'MODULE_PATHNAME', 'biomedclip_image_features_array_wrapper' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED COST 100000;
+CREATE FUNCTION biomedclip_text_features(text[]) RETURNS embedding[]
+    AS 'MODULE_PATHNAME', 'biomedclip_text_features_array_wrapper' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED COST 50000;
+CREATE FUNCTION biomedclip_project_image(features embedding) RETURNS embedding
+    AS 'MODULE_PATHNAME', 'biomedclip_project_image_wrapper' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED COST 1000;
+CREATE FUNCTION biomedclip_project_text(features embedding) RETURNS embedding
+    AS 'MODULE_PATHNAME', 'biomedclip_project_text_wrapper' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED COST 1000;
+COMMENT ON FUNCTION biomedclip_image_features(bytea) IS
+    'The image tower''s pooled features before its projection (768-d for BiomedCLIP), unnormalized; biomedclip_project_image turns them into the embedding.';
+COMMENT ON FUNCTION biomedclip_text_features(text) IS
+    'The text tower''s pooled features before its projection (768-d for BiomedCLIP), unnormalized; biomedclip_project_text turns them into the embedding.';
+REVOKE ALL ON FUNCTION biomedclip_image_features(bytea), biomedclip_text_features(text), biomedclip_image_features(bytea[]),
+    biomedclip_text_features(text[]), biomedclip_project_image(embedding), biomedclip_project_text(embedding) FROM PUBLIC;
+
+-- Adapters, trained on pairs with the symmetric contrastive loss; weights with their SHA-256.
+-- kind 'residual' (CLIP-Adapter style, y = x + α·W₂·relu(W₁·x) per tower, on embeddings): dim, hidden,
+-- alpha and the four matrices. kind 'projection' (the model's own heads fine-tuned on its features):
+-- dim is the features' width, image_w1 the image head (dim × 512), image_w2 empty, text_w1 / text_w2
+-- the text MLP (dim × hidden, hidden × 512), alpha NULL.
 CREATE TABLE biomedclip.adapters (
     name            text PRIMARY KEY,
     run_id          bigint NOT NULL REFERENCES biomedclip.training_runs (run_id),
-    kind            text NOT NULL CHECK (kind IN ('residual')),
+    kind            text NOT NULL CHECK (kind IN ('residual', 'projection')),
     dim             integer NOT NULL,
     hidden          integer NOT NULL,
-    alpha           double precision NOT NULL,
+    alpha           double precision CHECK ((kind OPERATOR(pg_catalog.=) 'residual') OPERATOR(pg_catalog.=) (alpha IS NOT NULL)),
     image_w1        double precision[] NOT NULL,
     image_w2        double precision[] NOT NULL,
     text_w1         double precision[] NOT NULL,
@@ -76,13 +103,13 @@ CREATE TABLE biomedclip.adapters (
     weights_sha256  text NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
-COMMENT ON TABLE biomedclip.adapters IS 'Residual adapters trained by biomedclip_train_adapter; applied through biomedclip_adapt_image / biomedclip_adapt_text (which check the weights against weights_sha256).';
+COMMENT ON TABLE biomedclip.adapters IS 'Residual and projection adapters trained by biomedclip_train_adapter; applied through biomedclip_adapt_image / biomedclip_adapt_text (which check the weights against weights_sha256).';
 SELECT pg_catalog.pg_extension_config_dump('biomedclip.adapters', '');
 
 CREATE FUNCTION biomedclip_train_adapter(name text, pairs_query text, options jsonb DEFAULT '{}') RETURNS jsonb
     AS 'MODULE_PATHNAME', 'biomedclip_train_adapter_wrapper' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION biomedclip_train_adapter(text, text, jsonb) IS
-    'Trains a residual adapter per tower on the rows of pairs_query, run as the caller: (pair_id, image embedding, text embedding). Symmetric contrastive loss, AdamW with a pull toward the starting (identity) weights, seeded split, early stopping on the validation loss; a NOTICE per epoch. Records the run in biomedclip.training_runs.';
+    'Trains an adapter on the rows of pairs_query, run as the caller: (pair_id, image, text). kind residual (default): a residual adapter per tower on embeddings, starting at the identity; kind projection: the model''s own projection heads on its features (biomedclip_image_features / biomedclip_text_features), starting from the model''s weights. Symmetric contrastive loss, AdamW with a pull toward the starting weights, seeded split, early stopping on the validation loss; a NOTICE per epoch. Records the run in biomedclip.training_runs.';
 CREATE FUNCTION biomedclip_adapt_image(name text, embedding embedding) RETURNS embedding
     AS 'MODULE_PATHNAME', 'biomedclip_adapt_image_wrapper' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION biomedclip_adapt_text(name text, embedding embedding) RETURNS embedding

@@ -151,7 +151,10 @@ CREATE FUNCTION biomedclip_job_functions(job text) RETURNS SETOF regprocedure
             '@extschema@.biomedclip_search(text, jsonb, integer, jsonb)', '@extschema@.biomedclip_thumbnail(text, text)',
             '@extschema@.biomedclip_feedback(bigint, text, text, text)',
             '@extschema@.biomedclip_probe(text, @extschema@.embedding, double precision[])',
-            '@extschema@.biomedclip_adapt_image(text, @extschema@.embedding)', '@extschema@.biomedclip_adapt_text(text, @extschema@.embedding)']
+            '@extschema@.biomedclip_adapt_image(text, @extschema@.embedding)', '@extschema@.biomedclip_adapt_text(text, @extschema@.embedding)',
+            '@extschema@.biomedclip_image_features(bytea)', '@extschema@.biomedclip_text_features(text)',
+            '@extschema@.biomedclip_image_features(bytea[])', '@extschema@.biomedclip_text_features(text[])',
+            '@extschema@.biomedclip_project_image(@extschema@.embedding)', '@extschema@.biomedclip_project_text(@extschema@.embedding)']
         END
         OPERATOR(pg_catalog.||) CASE WHEN job OPERATOR(pg_catalog.=) 'steward' THEN ARRAY[
             '@extschema@.biomedclip_save_calibration(text, jsonb, text[], text[], boolean)',

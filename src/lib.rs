@@ -12,6 +12,7 @@ mod dicom_sql;
 mod drift_sql;
 mod embed_sql;
 mod extension_owner;
+mod features_sql;
 mod inference_client;
 mod inference_supervisor;
 mod ivf;

@@ -13,7 +13,7 @@
 use crate::inference_client::ServiceClient;
 use crate::settings::{self, ExecutionProvider};
 use biomedclip_core::image_decode::ImageError;
-use biomedclip_core::model::ModelError;
+use biomedclip_core::model::{Manifest, ModelError};
 use biomedclip_core::runtime::{self, EmbeddingBackend, Interrupt, LocalModel, Provider, RuntimeConfig};
 use biomedclip_core::service_protocol::model_error_code;
 use biomedclip_core::tokenize::TextError;
@@ -96,6 +96,7 @@ fn sqlstate(code: u8) -> PgSqlErrorCode {
         9 => ERRCODE_DATA_EXCEPTION,
         11 => ERRCODE_CANNOT_CONNECT_NOW,
         12 => ERRCODE_INSUFFICIENT_RESOURCES,
+        13 => ERRCODE_FEATURE_NOT_SUPPORTED,
         _ => ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
     }
 }
@@ -361,6 +362,26 @@ pub fn info() -> serde_json::Value {
             obj.extend(more);
         }
         info
+    })
+}
+
+/// The configured model's manifest: (SHA-256, directory, manifest). From the model this backend
+/// has loaded or is connected to when the settings still name it; otherwise read from
+/// biomedclip.model_dir and checked against biomedclip.model_sha256, without loading the model
+/// (training on stored features needs the manifest and the projection files, not the towers).
+pub fn configured_manifest() -> (String, PathBuf, Manifest) {
+    let key = current_key();
+    let cached = CACHE.with(|cell| {
+        let mut guard = cell.borrow_mut();
+        guard.as_mut().filter(|c| c.key == key).map(|c| {
+            let b = c.model.backend();
+            (b.manifest_sha256().to_string(), b.model_dir().to_path_buf(), b.manifest().clone())
+        })
+    });
+    cached.unwrap_or_else(|| {
+        let dir = PathBuf::from(&key.dir);
+        let (manifest, _, sha) = biomedclip_core::model::read_manifest(&dir, key.pinned_sha256.as_deref()).unwrap_or_else(|e| raise_model_error(e));
+        (sha, dir, manifest)
     })
 }
 

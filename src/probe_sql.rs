@@ -145,6 +145,7 @@ fn biomedclip_train_probe(name: Option<&str>, examples_query: Option<&str>, opti
             metrics: metrics.clone(),
             started_at: &started,
             trained_by: &role,
+            base_model_sha256: None,
         });
         Spi::run_with_args(
             "INSERT INTO biomedclip.probes AS p (name, run_id, labels, dim, features, feature_mean, feature_scale, coef, intercept, temperature, weights_sha256) \

@@ -22,6 +22,9 @@ pub struct Run<'a> {
     pub started_at: &'a str,
     /// The caller (taken before switching to the extension's owner).
     pub trained_by: &'a str,
+    /// The model the run started from (kind 'projection': the heads' manifest); otherwise the
+    /// model this backend has active, if any.
+    pub base_model_sha256: Option<&'a str>,
 }
 
 /// The statement's clock now, as text (the run's start).
@@ -39,7 +42,7 @@ pub fn exists(ext: &ExtensionInfo, table: &str, name: &str) -> bool {
 /// Inserts the audit row and returns its run_id (call inside `as_extension_owner`, with
 /// `trained_by` taken before).
 pub fn record(run: Run) -> i64 {
-    let base = model_cache::active_manifest_sha256();
+    let base = run.base_model_sha256.map(str::to_string).or_else(model_cache::active_manifest_sha256);
     Spi::get_one_with_args::<i64>(
         "INSERT INTO biomedclip.training_runs (kind, name, base_model_sha256, weights_sha256, options_given, options_used, seed, \
            dataset_fingerprint, row_counts, query, metrics, status, trained_by, started_at, software_version) \

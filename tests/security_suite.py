@@ -50,7 +50,8 @@ DECISIONS = {
     "biomedclip_thumbnail": "deny", "biomedclip_feedback": "deny", "biomedclip_drift_report": "deny",
     "biomedclip_train_probe": "deny", "biomedclip_probe": "deny", "biomedclip_train_adapter": "deny",
     "biomedclip_adapt_image": "deny", "biomedclip_adapt_text": "deny", "biomedclip_training_progress": "deny",
-    "biomedclip_provenance": "deny",
+    "biomedclip_provenance": "deny", "biomedclip_image_features": "deny", "biomedclip_text_features": "deny",
+    "biomedclip_project_image": "deny", "biomedclip_project_text": "deny",
 }
 
 
@@ -113,6 +114,10 @@ CALLS = {
     "biomedclip_adapt_text": ("SELECT embedding_dims(biomedclip_adapt_text('sec_adapter', biomedclip_embed_text('x')))", ()),
     "biomedclip_training_progress": ("SELECT count(*) FROM biomedclip_training_progress()", ()),
     "biomedclip_provenance": ("SELECT biomedclip_provenance(now()) ? 'models'", ()),
+    "biomedclip_image_features": ("SELECT cardinality(biomedclip_image_features(ARRAY[%s::bytea]))", (PNG,)),
+    "biomedclip_text_features": ("SELECT embedding_dims(biomedclip_text_features('Pleural Effusion'))", ()),
+    "biomedclip_project_image": ("SELECT embedding_dims(biomedclip_project_image(biomedclip_image_features(%s)))", (PNG,)),
+    "biomedclip_project_text": ("SELECT embedding_dims(biomedclip_project_text((biomedclip_text_features(ARRAY['x']))[1]))", ()),
 }
 # Called only through the aggregates above.
 INTERNAL = {"biomedclip_calibration_accum", "biomedclip_fit_temperature_final", "biomedclip_reliability_final",
