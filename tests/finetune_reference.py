@@ -120,23 +120,21 @@ class Adam:
         return p - self.lr * (upd + self.decay * (p - anchor))
 
 
-def np_train(im, tx, o):
-    n, d = im.shape
+def np_split(n, o):
+    """The seeded split; returns the generator (which goes on to shuffle), validation and training rows."""
     rng = SplitMix64(o["seed"])
     order = list(range(n))
     rng.shuffle(order)
     n_val = min(max(int(math.floor(n * o["val_fraction"] + 0.5)), 2), n - 2)
-    val, train = order[:n_val], order[n_val:]
-    h = o["hidden"] or max(d // 4, 1)
-    bound = 1 / math.sqrt(d)
-    w = {}
-    for tower in ("image", "text"):
-        w[tower + "_w1"] = np.array([(rng.f64() * 2 - 1) * bound for _ in range(h * d)]).reshape(h, d)
-        w[tower + "_w2"] = np.zeros((d, h))
+    return rng, order[:n_val], order[n_val:]
+
+
+def np_epochs(w, rng, train, o, vloss, grads):
+    """The training loop both kinds share: per epoch a shuffle, minibatches of at least 2 rows,
+    AdamW with the pull toward the starting weights, early stopping on the validation loss (the
+    best epoch's weights are kept). `grads(batch)` gives each weight's gradient; `w` is updated in place."""
     anchor = {k: v.copy() for k, v in w.items()}
     opt = {k: Adam(v.shape, o["lr"], o["pull"]) for k, v in w.items()}
-    fwd = lambda x, t: x + o["alpha"] * np.maximum(x @ w[t + "_w1"].T, 0) @ w[t + "_w2"].T  # noqa: E731
-    vloss = lambda: np_loss(fwd(im[val], "image"), fwd(tx[val], "text"), o["logit_scale"])  # noqa: E731
     best, best_w, best_epoch, stale, losses = vloss(), {k: v.copy() for k, v in w.items()}, 0, 0, []
     for epoch in range(1, o["epochs"] + 1):
         rng.shuffle(train)
@@ -144,18 +142,9 @@ def np_train(im, tx, o):
             batch = train[b:b + o["batch_size"]]
             if len(batch) < 2:
                 continue
-            grads = {}
-            ys, pres = {}, {}
-            for t, x in (("image", im[batch]), ("text", tx[batch])):
-                pres[t] = x @ w[t + "_w1"].T
-                ys[t] = x + o["alpha"] * np.maximum(pres[t], 0) @ w[t + "_w2"].T
-            dyi, dyt, _ = np_grad(ys["image"], ys["text"], o["logit_scale"])
-            for t, x, dy in (("image", im[batch], dyi), ("text", tx[batch], dyt)):
-                post = np.maximum(pres[t], 0)
-                grads[t + "_w2"] = o["alpha"] * dy.T @ post
-                grads[t + "_w1"] = ((o["alpha"] * dy @ w[t + "_w2"]) * (pres[t] > 0)).T @ x
-            for k in ("image_w1", "image_w2", "text_w1", "text_w2"):
-                w[k] = opt[k].step(w[k], grads[k], anchor[k])
+            g = grads(batch)
+            for k in w:
+                w[k] = opt[k].step(w[k], g[k], anchor[k])
         vl = vloss()
         losses.append(vl)
         if vl < best * (1 - o["min_delta"]):
@@ -165,6 +154,33 @@ def np_train(im, tx, o):
         if stale >= o["patience"]:
             break
     return best_w, best_epoch, losses
+
+
+def np_train(im, tx, o):
+    """Residual adapters, starting at the identity (W1 drawn after the split, W2 zero)."""
+    n, d = im.shape
+    rng, val, train = np_split(n, o)
+    h = o["hidden"] or max(d // 4, 1)
+    bound = 1 / math.sqrt(d)
+    w = {}
+    for tower in ("image", "text"):
+        w[tower + "_w1"] = np.array([(rng.f64() * 2 - 1) * bound for _ in range(h * d)]).reshape(h, d)
+        w[tower + "_w2"] = np.zeros((d, h))
+    fwd = lambda x, t: x + o["alpha"] * np.maximum(x @ w[t + "_w1"].T, 0) @ w[t + "_w2"].T  # noqa: E731
+    vloss = lambda: np_loss(fwd(im[val], "image"), fwd(tx[val], "text"), o["logit_scale"])  # noqa: E731
+
+    def grads(batch):
+        g, ys, pres = {}, {}, {}
+        for t, x in (("image", im[batch]), ("text", tx[batch])):
+            pres[t] = x @ w[t + "_w1"].T
+            ys[t] = x + o["alpha"] * np.maximum(pres[t], 0) @ w[t + "_w2"].T
+        dyi, dyt, _ = np_grad(ys["image"], ys["text"], o["logit_scale"])
+        for t, x, dy in (("image", im[batch], dyi), ("text", tx[batch], dyt)):
+            g[t + "_w2"] = o["alpha"] * dy.T @ np.maximum(pres[t], 0)
+            g[t + "_w1"] = ((o["alpha"] * dy @ w[t + "_w2"]) * (pres[t] > 0)).T @ x
+        return g
+
+    return np_epochs(w, rng, train, o, vloss, grads)
 
 
 def training_run():
@@ -185,41 +201,19 @@ def training_run():
 def np_train_projection(im, tx, heads, o):
     """The same training for kind 'projection': the model's heads (image linear, text MLP with
     exact GELU) as the starting point and the anchor; no random initialization."""
-    n = len(im)
-    rng = SplitMix64(o["seed"])
-    order = list(range(n))
-    rng.shuffle(order)
-    n_val = min(max(int(math.floor(n * o["val_fraction"] + 0.5)), 2), n - 2)
-    val, train = order[:n_val], order[n_val:]
+    rng, val, train = np_split(len(im), o)
     w = {k: v.copy() for k, v in heads.items()}
-    anchor = {k: v.copy() for k, v in heads.items()}
-    opt = {k: Adam(v.shape, o["lr"], o["pull"]) for k, v in w.items()}
     gelu = lambda a: 0.5 * a * (1 + erf(a / np.sqrt(2)))  # noqa: E731
     dgelu = lambda a: 0.5 * (1 + erf(a / np.sqrt(2))) + a * np.exp(-0.5 * a * a) / np.sqrt(2 * np.pi)  # noqa: E731
-    text_fwd = lambda x: gelu(x @ w["text_w1"]) @ w["text_w2"]  # noqa: E731
-    vloss = lambda: np_loss(im[val] @ w["image_w"], text_fwd(tx[val]), o["logit_scale"])  # noqa: E731
-    best, best_w, best_epoch, stale, losses = vloss(), {k: v.copy() for k, v in w.items()}, 0, 0, []
-    for epoch in range(1, o["epochs"] + 1):
-        rng.shuffle(train)
-        for b in range(0, len(train), o["batch_size"]):
-            batch = train[b:b + o["batch_size"]]
-            if len(batch) < 2:
-                continue
-            xi, xt = im[batch], tx[batch]
-            pre = xt @ w["text_w1"]
-            dyi, dyt, _ = np_grad(xi @ w["image_w"], gelu(pre) @ w["text_w2"], o["logit_scale"])
-            grads = {"image_w": xi.T @ dyi, "text_w2": gelu(pre).T @ dyt, "text_w1": xt.T @ ((dyt @ w["text_w2"].T) * dgelu(pre))}
-            for k in w:
-                w[k] = opt[k].step(w[k], grads[k], anchor[k])
-        vl = vloss()
-        losses.append(vl)
-        if vl < best * (1 - o["min_delta"]):
-            best, best_w, best_epoch, stale = vl, {k: v.copy() for k, v in w.items()}, epoch, 0
-        else:
-            stale += 1
-        if stale >= o["patience"]:
-            break
-    return best_w, best_epoch, losses
+    vloss = lambda: np_loss(im[val] @ w["image_w"], gelu(tx[val] @ w["text_w1"]) @ w["text_w2"], o["logit_scale"])  # noqa: E731
+
+    def grads(batch):
+        xi, xt = im[batch], tx[batch]
+        pre = xt @ w["text_w1"]
+        dyi, dyt, _ = np_grad(xi @ w["image_w"], gelu(pre) @ w["text_w2"], o["logit_scale"])
+        return {"image_w": xi.T @ dyi, "text_w2": gelu(pre).T @ dyt, "text_w1": xt.T @ ((dyt @ w["text_w2"].T) * dgelu(pre))}
+
+    return np_epochs(w, rng, train, o, vloss, grads)
 
 
 def projection_training_run():
