@@ -153,7 +153,7 @@ fn columns(t: &Towers) -> Columns {
     match t {
         Towers::Residual(i, x) => (i.dim, i.hidden, Some(i.alpha), i.w1.clone(), i.w2.clone(), x.w1.clone(), x.w2.clone()),
         Towers::Projection(Head::Linear { d_in, w, .. }, Head::Mlp { hidden, w1, w2, .. }) => (*d_in, *hidden, None, w.clone(), Vec::new(), w1.clone(), w2.clone()),
-        Towers::Projection(..) => unreachable!("projection adapters have a linear image head and an MLP text head"),
+        Towers::Projection(..) => unreachable!("checked before training: a linear image head and an MLP text head"),
     }
 }
 
@@ -174,6 +174,14 @@ fn biomedclip_train_adapter(name: Option<&str>, pairs_query: Option<&str>, optio
     let heads = projection.then(model_heads);
     let base_model = heads.as_ref().map(|(sha, _, _)| sha.clone());
     let heads = heads.map(|(_, image, text)| (image, text));
+    if let Some((image, text)) = &heads {
+        if !matches!((&**image, &**text), (Head::Linear { .. }, Head::Mlp { .. })) {
+            raise(
+                ERRCODE_FEATURE_NOT_SUPPORTED,
+                "kind \"projection\" needs BiomedCLIP's head shapes (a linear image head and an MLP text head); this model's differ".into(),
+            );
+        }
+    }
     let started = training_runs::now();
     let role = crate::extension_owner::current_role_name();
     let mut progress = Progress::start(kind, name, &role, opts.epochs);

@@ -78,7 +78,7 @@ fn biomedclip_text_features_array(texts: Array<&str>, fcinfo: pg_sys::FunctionCa
 /// `head` applied to one row of features, L2-normalized, as float4.
 pub(crate) fn project_row(head: &Head, features: &[f32], what: &str) -> PgVector<f32> {
     if features.len() != head.d_in() {
-        raise(ERRCODE_DATA_EXCEPTION, format!("{what} takes {}-d features, not {}", head.d_in(), features.len()));
+        raise(ERRCODE_INVALID_PARAMETER_VALUE, format!("{what} takes {}-d features, not {}", head.d_in(), features.len()));
     }
     let x: Vec<f64> = features.iter().map(|&v| v as f64).collect();
     let y = head.apply(&x);

@@ -103,6 +103,7 @@ def features_against_onnxruntime():
         emb_txt = np.array([floats(c.execute("SELECT biomedclip_embed_text(%s)::text", (t,)).fetchone()[0]) for t in CAPTIONS])
         proj_img = np.array([floats(c.execute("SELECT biomedclip_project_image(%s::embedding)::text", (vec(f),)).fetchone()[0]) for f in got_img])
         proj_txt = np.array([floats(c.execute("SELECT biomedclip_project_text(%s::embedding)::text", (vec(f),)).fetchone()[0]) for f in got_txt])
+        wrong_dim = sqlstate(c, "SELECT biomedclip_project_image('[1,2,3]'::embedding)")
         chained = c.execute("SELECT max(biomedclip_project_image(biomedclip_image_features(pg_read_binary_file(p))) "
                             "<-> biomedclip_embed_image(pg_read_binary_file(p))) FROM unnest(%s::text[]) AS p", (images,)).fetchone()[0]
     rel = lambda a, b: float(np.max(np.abs(a - b)) / np.max(np.abs(b)))  # noqa: E731
@@ -116,8 +117,8 @@ def features_against_onnxruntime():
     w, w1, w2 = heads()
     np_img, np_txt = unit(got_img @ w), unit(gelu(got_txt @ w1) @ w2)
     d_proj = max(float(np.abs(proj_img - np_img).max()), float(np.abs(proj_txt - np_txt).max()))
-    check("biomedclip_project_image / _text equal numpy applying the safetensors projection files (scipy erf GELU), L2-normalized",
-          d_proj < 1e-6, f"max Δ {d_proj:.1e}")
+    check("biomedclip_project_image / _text equal numpy applying the safetensors projection files (scipy erf GELU), L2-normalized; "
+          "features of another width are 22023", d_proj < 1e-6 and wrong_dim == "22023", f"max Δ {d_proj:.1e}, {wrong_dim}")
     d_emb = max(float(np.abs(proj_img - emb_img).max()), float(np.abs(proj_txt - emb_txt).max()))
     check("project(features(x)) equals embed(x) for images and texts (float rounding only), also chained in one query",
           d_emb < 1e-5 and chained < 1e-5, f"max Δ {d_emb:.1e}, chained max distance {chained:.1e}")
