@@ -276,7 +276,7 @@ impl Drop for WaitEvent {
 
 /// Whether a query cancel, statement timeout or termination is pending. Polled by the watchdog
 /// thread: it only reads the flags that PostgreSQL's signal handlers set.
-fn pg_interrupt_pending() -> bool {
+pub fn pg_interrupt_pending() -> bool {
     unsafe { std::ptr::read_volatile(&raw const pg_sys::QueryCancelPending) != 0 || std::ptr::read_volatile(&raw const pg_sys::ProcDiePending) != 0 }
 }
 

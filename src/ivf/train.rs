@@ -74,10 +74,14 @@ pub fn build_threads() -> usize {
     wanted.min(std::thread::available_parallelism().map_or(1, |t| t.get()))
 }
 
-/// Raises PostgreSQL's own cancel error after an interrupted k-means.
-pub fn raise_interrupted() -> ! {
+/// After k-means stopped for a pending cancel or termination: PostgreSQL raises its own error if
+/// it acts on it; if it does not (the cancel was absorbed), k-means runs again (it is seeded, so
+/// the result is the same), unless the flag is still set (cancels held off), which raises 57014.
+fn after_interrupted() {
     pgrx::check_for_interrupts!();
-    crate::model_cache::raise(pgrx::PgSqlErrorCode::ERRCODE_QUERY_CANCELED, "canceling statement due to user request".into())
+    if crate::model_cache::pg_interrupt_pending() {
+        crate::model_cache::raise(pgrx::PgSqlErrorCode::ERRCODE_QUERY_CANCELED, "canceling statement due to user request".into())
+    }
 }
 
 pub struct Trained {
@@ -123,8 +127,16 @@ pub unsafe fn train(heap: pg_sys::Relation, index: pg_sys::Relation, info: *mut 
     }
     super::build::progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, super::build::PHASE_KMEANS);
     let flat = subsample(std::mem::take(&mut st.sample), lists * SAMPLES_PER_LIST, &mut st.rng);
-    let control = Control { threads: build_threads(), interrupted: &|| unsafe { pg_sys::InterruptPending != 0 } };
-    let centroids = kmeans::kmeans_with(&flat, dims, lists, opclass.kmeans_metric(), KMEANS_ITERATIONS, 42, &control).unwrap_or_else(|_| raise_interrupted());
+    // Only a cancel, timeout or termination stops k-means: InterruptPending is also set by
+    // interrupts that are not errors (a memory-context log request, a ProcSignal barrier, sinval
+    // catch-up, ...), and treating those as a cancel failed long builds (seen on Citus shards).
+    let control = Control { threads: build_threads(), interrupted: &crate::model_cache::pg_interrupt_pending };
+    let centroids = loop {
+        match kmeans::kmeans_with(&flat, dims, lists, opclass.kmeans_metric(), KMEANS_ITERATIONS, 42, &control) {
+            Ok(c) => break c,
+            Err(_) => after_interrupted(),
+        }
+    };
     Trained { dims, lists, centroids, heap_tuples }
 }
 
