@@ -233,7 +233,13 @@ const EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 pub fn with_model<T>(f: impl FnOnce(&mut dyn EmbeddingBackend) -> T) -> T {
     let key = current_key();
     CACHE.with(|cell| {
-        let stale = cell.borrow().as_ref().is_none_or(|c| c.key != key || matches!(&c.model, Active::Service(client) if !client.is_alive()));
+        let closed = cell.borrow().as_ref().is_some_and(|c| c.key == key && matches!(&c.model, Active::Service(client) if !client.is_alive()));
+        let stale = closed || cell.borrow().as_ref().is_none_or(|c| c.key != key);
+        if closed {
+            // Said in the server log, so that a second connection of one session is explained
+            // (the service was restarted, or exited; the supervisor logs which).
+            crate::report_held::held(|| pgrx::log!("biomedclip: the inference service closed this session's connection; connecting again"));
+        }
         if stale {
             // Drop the old sessions before loading the new ones.
             *cell.borrow_mut() = None;

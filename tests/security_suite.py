@@ -333,12 +333,16 @@ def registry():
             log = admin.execute("SELECT pg_read_file('server.log', %s, (pg_stat_file('server.log')).size - %s)", (log_at, log_at)).fetchone()[0]
         loads = [int(m.group(1)) for m in re.finditer(r"\[(\d+)\] LOG:  biomedclip: using model", log)]
         final = wait_for_loads(admin, sha, after + 1)
-        # The property checked is that no parallel worker loads (or connects to) a model; the
-        # leader itself connected twice in 2 of about 9 service-mode runs (cause not established yet).
+        # The property checked is that no parallel worker loads (or connects to) a model. The leader
+        # connected twice in 2 of about 9 service-mode CI runs (not reproduced in 50 runs since);
+        # a session whose service connection was closed says so in the log, and the supervisor
+        # says why (a restart or an exit): those lines are printed with the counts.
+        service_lines = [ln.split("LOG:  ", 1)[-1] for ln in log.splitlines() if "inference service" in ln]
         check("a parallel CREATE TABLE AS that embeds 400 rows loads the model only in the leader (server log), and the registry records it",
               rows == 400 and loads and set(loads) == {leader} and final >= after + 1 and "Gather" in plan,
               f"rows {rows}, loads logged by the leader {loads.count(leader)} and by other processes {len(loads) - loads.count(leader)}, "
-              f"registry load_count +{final - after}, parallel plan: {'Gather' in plan}")
+              f"registry load_count +{final - after}, parallel plan: {'Gather' in plan}"
+              + (f"; the server log on the service: {service_lines}" if service_lines else ""))
         days = admin.execute("SELECT count(*), sum(loads) FROM biomedclip.model_activity WHERE manifest_sha256 = %s "
                              "AND day = (now() AT TIME ZONE 'UTC')::date", (sha,)).fetchone()
         check("biomedclip.model_activity answers which model was active today", days[0] == 1 and days[1] >= final - 1,
