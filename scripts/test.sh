@@ -42,7 +42,7 @@ if [ -f "$ROOT/../shared/peers/citus-13.2.2.tar.gz" ] || [ -f "$(pg_config --pkg
   target/pyenv/bin/python tests/citus_suite.py "$cit" 54431
   rm -rf "$cit"
 else
-  echo "SKIPPED: the Citus suite (1 suite, 15 checks): no ../shared/peers/citus-13.2.2.tar.gz to build Citus from, and none installed" >&2
+  echo "SKIPPED: the Citus suite (1 suite, 16 checks): no ../shared/peers/citus-13.2.2.tar.gz to build Citus from, and none installed" >&2
   skipped=$((${skipped:-0} + 1))
 fi
 

@@ -33,6 +33,22 @@ def start_cluster(data, port, *conf):
     return data
 
 
+PREVIOUS_RELEASE = "0.1.0"
+
+
+def install_previous_release():
+    """Copies the previous release's install script (sql/releases) into PostgreSQL's extension
+    directory, so that `CREATE EXTENSION biomedclip VERSION '0.1.0'` works; returns the update
+    scripts installed there."""
+    import glob
+    import shutil
+
+    sharedir = subprocess.run(["pg_config", "--sharedir"], capture_output=True, text=True, check=True).stdout.strip()
+    src = os.path.join(ROOT, "sql", "releases", f"biomedclip--{PREVIOUS_RELEASE}.sql")
+    shutil.copy(src, os.path.join(sharedir, "extension", f"biomedclip--{PREVIOUS_RELEASE}.sql"))
+    return sorted(os.path.basename(p) for p in glob.glob(os.path.join(sharedir, "extension", "biomedclip--*--*.sql")))
+
+
 def stop_cluster(data, mode="immediate"):
     as_pg(f"{PGBIN}/pg_ctl -D {data} -m {mode} -w stop")
 

@@ -12,9 +12,7 @@
 
 Usage: upgrade_suite.py PORT
 """
-import glob
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -22,11 +20,11 @@ import time
 import psycopg
 
 sys.path.insert(0, os.path.dirname(__file__))
-from suite import ROOT, check, finish  # noqa: E402
+from suite import PREVIOUS_RELEASE, ROOT, check, finish, install_previous_release  # noqa: E402
 
 PORT = int(sys.argv[1])
 PGBIN = "/usr/lib/postgresql/15/bin"
-PREVIOUS = "0.1.0"
+PREVIOUS = PREVIOUS_RELEASE
 FIT = '{"temperature": 1.7, "ece_before": 0.2, "ece_after": 0.1, "n": 40}'
 
 
@@ -42,14 +40,6 @@ def recreate(db):
     with admin() as c:
         c.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
         c.execute(f"CREATE DATABASE {db}")
-
-
-def install_previous_release():
-    sharedir = subprocess.run(["pg_config", "--sharedir"], capture_output=True, text=True, check=True).stdout.strip()
-    src = os.path.join(ROOT, "sql", "releases", f"biomedclip--{PREVIOUS}.sql")
-    shutil.copy(src, os.path.join(sharedir, "extension", f"biomedclip--{PREVIOUS}.sql"))
-    upgrades = sorted(os.path.basename(p) for p in glob.glob(os.path.join(sharedir, "extension", "biomedclip--*--*.sql")))
-    return upgrades
 
 
 def current_version():
