@@ -40,7 +40,7 @@ import time
 import numpy as np
 import psycopg
 
-from suite import ROOT, SHARED, check, finish, install_previous_release, start_cluster, stop_cluster, vec  # noqa: E402
+from suite import PREVIOUS_RELEASE, ROOT, SHARED, check, finish, install_previous_release, start_cluster, stop_cluster, vec
 
 WORK, PORT = sys.argv[1], int(sys.argv[2])
 NODES = {"coordinator": PORT, "worker 1": PORT + 1, "worker 2": PORT + 2}
@@ -78,7 +78,7 @@ def start():
 def run_extension(c):
     # The previous release first, then ALTER EXTENSION ... UPDATE from the coordinator.
     install_previous_release()
-    c.execute("CREATE EXTENSION biomedclip VERSION '0.1.0'")
+    c.execute(f"CREATE EXTENSION biomedclip VERSION '{PREVIOUS_RELEASE}'")
     old = on_workers(c, "SELECT extversion FROM pg_extension WHERE extname = 'biomedclip'")
     c.execute("ALTER EXTENSION biomedclip UPDATE")
     version = c.execute("SELECT extversion FROM pg_extension WHERE extname = 'biomedclip'").fetchone()[0]
@@ -87,7 +87,7 @@ def run_extension(c):
     dims = on_workers(c, "SELECT embedding_dims(biomedclip_embed_text('pleural effusion'))")
     check("CREATE EXTENSION and ALTER EXTENSION ... UPDATE on the coordinator reach every worker, and its types, operators "
           "and functions work there",
-          set(old.values()) == {"0.1.0"} and version == "0.2.0" and set(versions.values()) == {version} and len(versions) == 2 and set(distance.values()) == {"5"}
+          set(old.values()) == {PREVIOUS_RELEASE} and version == "0.2.0" and set(versions.values()) == {version} and len(versions) == 2 and set(distance.values()) == {"5"}
           and len(set(dims.values())) == 1 and int(next(iter(dims.values()))) > 0,
           f"workers at {old} after CREATE, coordinator {version} and workers {versions} after UPDATE; '[0,0]' <-> '[3,4]' on the workers {distance}; text embedding dims {dims}")
 
@@ -327,7 +327,7 @@ def run_calibrated_zero_shot(c):
                      "LATERAL biomedclip_zero_shot(s.emb, " + CAL_LABELS + ", calibration => 'citus_cxr') z GROUP BY 1 ORDER BY 1").fetchall()
     got = c.execute("SELECT study_id, biomedclip_softmax(biomedclip_zero_shot_logits(emb, " + CAL_LABELS + "), "
                     "(SELECT temperature FROM biomedclip.calibrations WHERE name = 'citus_cxr')) FROM studies ORDER BY 1").fetchall()
-    worst = max((abs(a - b) for (i, p), (j, q) in zip(got, want) for a, b in zip(p, q)), default=float("inf"))
+    worst = max((abs(a - b) for (_, p), (_, q) in zip(got, want) for a, b in zip(p, q)), default=float("inf"))
     ids_equal = [r[0] for r in got] == [r[0] for r in want]
     try:
         c.execute("SELECT s.study_id, z.label FROM studies s, LATERAL biomedclip_zero_shot(s.emb, " + CAL_LABELS

@@ -1,5 +1,7 @@
 """Helpers shared by the script-driven test suites: result reporting, clusters, vector text."""
+import glob
 import os
+import shutil
 import subprocess
 import sys
 
@@ -40,9 +42,6 @@ def install_previous_release():
     """Copies the previous release's install script (sql/releases) into PostgreSQL's extension
     directory, so that `CREATE EXTENSION biomedclip VERSION '0.1.0'` works; returns the update
     scripts installed there."""
-    import glob
-    import shutil
-
     sharedir = subprocess.run(["pg_config", "--sharedir"], capture_output=True, text=True, check=True).stdout.strip()
     src = os.path.join(ROOT, "sql", "releases", f"biomedclip--{PREVIOUS_RELEASE}.sql")
     shutil.copy(src, os.path.join(sharedir, "extension", f"biomedclip--{PREVIOUS_RELEASE}.sql"))

@@ -24,7 +24,6 @@ from suite import PREVIOUS_RELEASE, ROOT, check, finish, install_previous_releas
 
 PORT = int(sys.argv[1])
 PGBIN = "/usr/lib/postgresql/15/bin"
-PREVIOUS = PREVIOUS_RELEASE
 FIT = '{"temperature": 1.7, "ece_before": 0.2, "ece_after": 0.1, "n": 40}'
 
 
@@ -136,12 +135,12 @@ def wait_registry(c):
 def upgrade():
     upgrades = install_previous_release()
     version = current_version()
-    check("an upgrade script from the previous release ships", f"biomedclip--{PREVIOUS}--{version}.sql" in upgrades,
+    check("an upgrade script from the previous release ships", f"biomedclip--{PREVIOUS_RELEASE}--{version}.sql" in upgrades,
           f"installed upgrade scripts: {upgrades}; current version {version}")
     recreate("upg_old")
     recreate("upg_fresh")
     with connect("upg_old") as c:
-        c.execute(f"CREATE EXTENSION biomedclip VERSION '{PREVIOUS}'")
+        c.execute(f"CREATE EXTENSION biomedclip VERSION '{PREVIOUS_RELEASE}'")
         populate(c)
         wait_registry(c)
         before = snapshot(c)
