@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+. scripts/section.sh
 PORT=${REGRESS_PORT:-54329}
 # backend: every backend runs its own model (no shared_preload_libraries), and every suite runs;
 # service: shared_preload_libraries = 'biomedclip' (the inference service runs the model), and
@@ -72,43 +73,43 @@ if [ "${REGRESS_SUITES:-1}" = 0 ]; then
   exit 0  # developer aid: pg_regress only
 fi
 
-echo "== parity through SQL (tokenize, preprocess)"
+section "parity through SQL (tokenize, preprocess)"
 "$ROOT/target/pyenv/bin/python" tests/sql_parity.py "$PORT"
 
-echo "== DICOM and slides through SQL (pydicom test objects, OpenCV tissue mask, numpy pooling)"
+section "DICOM and slides through SQL (pydicom test objects, OpenCV tissue mask, numpy pooling)"
 "$ROOT/target/pyenv/bin/python" tests/medical_images_suite.py "$PORT"
 
-echo "== security: search_path traps, catalog privilege sweep, model-load registry"
+section "security: search_path traps, catalog privilege sweep, model-load registry"
 "$ROOT/target/pyenv/bin/python" tests/security_suite.py "$PORT"
 
-echo "== the README's SQL, executed verbatim"
+section "the README's SQL, executed verbatim"
 "$ROOT/target/pyenv/bin/python" tests/readme_suite.py "$PORT"
 
-echo "== ONNX Runtime hygiene in backends (telemetry, cancel, timeout, terminations, load cancel)"
+section "ONNX Runtime hygiene in backends (telemetry, cancel, timeout, terminations, load cancel)"
 "$ROOT/target/pyenv/bin/python" tests/runtime_hygiene.py "$PORT" "$work/data/server.log"
 
-echo "== features before the projection, the model's projections, projection adapters (onnxruntime, safetensors, numpy)"
+section "features before the projection, the model's projections, projection adapters (onnxruntime, safetensors, numpy)"
 "$ROOT/target/pyenv/bin/python" tests/features_suite.py "$PORT"
 
 if [ "$INFERENCE" = service ]; then
   exit 0  # the suites below do not call the model, or start clusters of their own
 fi
 
-echo "== search for apps: collections, biomedclip_search under RLS, query log (HMAC), feedback, drift report"
+section "search for apps: collections, biomedclip_search under RLS, query log (HMAC), feedback, drift report"
 "$ROOT/target/pyenv/bin/python" tests/search_suite.py "$PORT" "$work/data"
 
-echo "== linear probes in SQL against scikit-learn, run audit, RLS, reproducibility, tampering"
+section "linear probes in SQL against scikit-learn, run audit, RLS, reproducibility, tampering"
 "$ROOT/target/pyenv/bin/python" tests/finetune_suite.py "$PORT"
 
-echo "== upgrade from the previous release, pg_dump and restore"
+section "upgrade from the previous release, pg_dump and restore"
 "$ROOT/target/pyenv/bin/python" tests/upgrade_suite.py "$PORT"
 
-echo "== pgvector 0.8.6's own SQL tests against pgvector and against embedding, side by side"
+section "pgvector 0.8.6's own SQL tests against pgvector and against embedding, side by side"
 "$ROOT/target/pyenv/bin/python" tests/pgvector_parity.py "$PORT"
 
-echo "== ivf: recall, vacuum, filters/RLS, concurrency, standby, crash (own clusters), full vectors and RaBitQ codes"
+section "ivf: recall, vacuum, filters/RLS, concurrency, standby, crash (own clusters), full vectors and RaBitQ codes"
 "$ROOT/target/pyenv/bin/python" tests/ivf_suite.py "$work/ivf" $((PORT + 10)) none
 "$ROOT/target/pyenv/bin/python" tests/ivf_suite.py "$work/ivf_rabitq" $((PORT + 20)) rabitq
 
-echo "== ivf corners: training sample, strict order, memory, vacuum space, wide halfembedding, plans, cancel"
+section "ivf corners: training sample, strict order, memory, vacuum space, wide halfembedding, plans, cancel"
 "$ROOT/target/pyenv/bin/python" tests/ivf_correctness_suite.py "$work/ivf_corners" $((PORT + 30))

@@ -6,36 +6,43 @@ ROOT=$(pwd)
 export ORT_DYLIB_PATH="$ROOT/target/onnxruntime/libonnxruntime.so.1.32.0"
 export BIOMEDCLIP_TEST_MODEL_DIR="$ROOT/target/models/tiny"
 
+# Each section's title carries the minutes and seconds since the start, so that a CI log shows
+# where the time went.
+export BIOMEDCLIP_TEST_START=${BIOMEDCLIP_TEST_START:-$(date +%s)}
+. scripts/section.sh
+
 bash scripts/setup.sh
 
-echo "== library crate tests (cargo test)"
-cargo test --release -p biomedclip-core
-echo "== fine-tuning against numpy (gradients, a whole training run)"
+section "library crate tests (cargo test)"
+# The service profile (release optimization, no LTO) shares its compiled dependencies with the
+# inference service and API builds below.
+cargo test --profile service -p biomedclip-core
+section "fine-tuning against numpy (gradients, a whole training run)"
 target/pyenv/bin/python tests/finetune_reference.py
 
-echo "== extension tests (cargo pgrx test)"
+section "extension tests (cargo pgrx test)"
 pgdata=$(mktemp -d /tmp/biomedclip-pgrx-test.XXXXXX)
 chown postgres:postgres "$pgdata"; chmod 755 "$pgdata"
 trap 'rm -rf "$pgdata"' EXIT
 cargo pgrx test pg15 --runas postgres --pgdata "$pgdata/data"
 
-echo "== install the release build"
+section "install the release build"
 bash scripts/install.sh
-echo "== API crate tests (configuration, JWT checks, error statuses, metrics format)"
+section "API crate tests (configuration, JWT checks, error statuses, metrics format)"
 cargo test --profile service -p biomedclip-api --quiet
 
-echo "== SQL regression tests (pg_regress) and script suites"
+section "SQL regression tests (pg_regress) and script suites"
 bash scripts/regress.sh
 
-echo "== the suites that call the model again, with the inference service (shared_preload_libraries)"
+section "the suites that call the model again, with the inference service (shared_preload_libraries)"
 REGRESS_INFERENCE=service bash scripts/regress.sh
 
-echo "== inference service: crash isolation, batching, cancel, dying backends, reload, socket privacy (own cluster)"
+section "inference service: crash isolation, batching, cancel, dying backends, reload, socket privacy (own cluster)"
 svc=$(mktemp -d /tmp/biomedclip-service.XXXXXX)
 target/pyenv/bin/python tests/inference_service_suite.py "$svc" 54421
 rm -rf "$svc"
 
-echo "== Citus 13.2.2: a coordinator and 2 workers (Citus built from ../shared/peers if missing)"
+section "Citus 13.2.2: a coordinator and 2 workers (Citus built from ../shared/peers if missing)"
 if [ -f "$ROOT/../shared/peers/citus-13.2.2.tar.gz" ] || [ -f "$(pg_config --pkglibdir)/citus.so" ]; then
   bash scripts/citus.sh
   cit=$(mktemp -d /tmp/biomedclip-citus.XXXXXX)
@@ -46,25 +53,25 @@ else
   skipped=$((${skipped:-0} + 1))
 fi
 
-echo "== API service: JWT roles, RLS through the API, endpoints against SQL, limits, TLS, shutdown (own cluster)"
+section "API service: JWT roles, RLS through the API, endpoints against SQL, limits, TLS, shutdown (own cluster)"
 api=$(mktemp -d /tmp/biomedclip-api.XXXXXX)
 target/pyenv/bin/python tests/api_suite.py "$api" 54451 54470
 rm -rf "$api"
 
-echo "== the search page in Chromium (Playwright): sign in, search by text/image/DICOM, thumbnails, feedback, drift, RLS"
+section "the search page in Chromium (Playwright): sign in, search by text/image/DICOM, thumbnails, feedback, drift, RLS"
 brw=$(mktemp -d /tmp/biomedclip-browser.XXXXXX)
 target/pyenv/bin/python tests/browser_suite.py "$brw" 54452 54480
 rm -rf "$brw"
 
-echo "== reliability: malformed-input corpus, RLS with hospital roles, 20 crash restarts (own cluster)"
+section "reliability: malformed-input corpus, RLS with hospital roles, 20 crash restarts (own cluster)"
 rel=$(mktemp -d /tmp/biomedclip-reliability.XXXXXX)
 target/pyenv/bin/python tests/reliability_suite.py "$rel" 54401
 rm -rf "$rel"
 
-echo "== load: the 1-minute pgbench scenario (benches/load has the 10-minute one)"
+section "load: the 1-minute pgbench scenario (benches/load has the 10-minute one)"
 DURATION=60 RESULTS="$pgdata/load.md" bash benches/load/run.sh
 if [ "${skipped:-0}" -gt 0 ]; then
   echo "== all suites that ran passed; SKIPPED: ${skipped} suite(s), see above" >&2
 else
-  echo "== all suites passed"
+  section "all suites passed"
 fi
