@@ -88,3 +88,55 @@ fn estimator_is_unbiased_and_the_bound_holds() {
     assert_eq!(violations, 0, "bounds violated at epsilon0 = {EPSILON0}");
     assert!(ex_bound_sum < bound_sum / 4.0, "the extended code's bound is much tighter: {ex_bound_sum} vs {bound_sum}");
 }
+
+#[test]
+fn scan_kernels_equal_their_definitions_on_every_isa() {
+    use biomedclip_core::rabitq::kernels::{available, bit_planes, fwht, nibble_dot, plane_sums};
+    let isas = available();
+    let mut rng = Rng::new(42);
+    for dims in [64, 192, 384, 512, 768, 2048] {
+        let words = dims / 64;
+        for _ in 0..50 {
+            let planes: Vec<u64> = (0..8 * words).map(|_| rng.next_u64()).collect();
+            let code: Vec<u8> = (0..words).flat_map(|_| rng.next_u64().to_le_bytes()).collect();
+            // Definition: k_i = Σ_j 2^j bit i of plane j; the kernel sums k_i over the set bits of
+            // the code, and counts those bits.
+            let bit = |word: u64, i: usize| (word >> (i % 64)) & 1;
+            let (mut ones, mut k_sum) = (0u32, 0u32);
+            for i in 0..dims {
+                if code[i / 8] >> (i % 8) & 1 == 1 {
+                    ones += 1;
+                    k_sum += (0..8).map(|j| (bit(planes[i / 64 * 8 + j], i) as u32) << j).sum::<u32>();
+                }
+            }
+            let ex: Vec<u8> = (0..dims / 2).map(|_| rng.next_u64() as u8).collect();
+            let v = gaussian(&mut rng, dims);
+            let direct: f64 = (0..dims).map(|i| ((ex[i / 2] >> (4 * (i % 2))) & 15) as f64 * v[i] as f64).sum();
+            let mut x = gaussian(&mut rng, 1usize << dims.ilog2());
+            let levels: Vec<u8> = (0..dims).map(|_| rng.next_u64() as u8).collect();
+            let mut reference = None;
+            for &isa in &isas {
+                let mut got = vec![0u64; dims / 8];
+                bit_planes(isa, &levels, &mut got);
+                for i in 0..dims {
+                    for j in 0..8 {
+                        assert_eq!(bit(got[i / 64 * 8 + j], i), (levels[i] >> j & 1) as u64, "{isa:?} {dims}: plane {j} of {i}");
+                    }
+                }
+                assert_eq!(plane_sums(isa, &planes, &code), (ones, k_sum), "{isa:?} {dims}");
+                let got = nibble_dot(isa, &ex, &v) as f64;
+                assert!((got - direct).abs() < 1e-4 * (1.0 + direct.abs()), "{isa:?} {dims}: {got} vs {direct}");
+                // The same butterflies in the same order: bit-identical on every ISA.
+                let mut y = x.clone();
+                fwht(isa, &mut y);
+                assert_eq!(*reference.get_or_insert_with(|| y.clone()), y, "{isa:?} {dims}");
+            }
+            // The transform is its own inverse (normalized): a check against its definition.
+            let before = x.clone();
+            fwht(isas[0], &mut x);
+            fwht(isas[0], &mut x);
+            assert!(x.iter().zip(&before).all(|(a, b)| (a - b).abs() < 1e-4 * (1.0 + b.abs())), "{dims}: H H x != x");
+        }
+    }
+    eprintln!("scan kernels checked on {isas:?}");
+}

@@ -101,6 +101,8 @@ struct ScanState {
     exact: BinaryHeap<Reverse<Exact>>,
     /// RaBitQ: the prepared query of each list read, by position in `lists`.
     luts: Vec<Option<QueryLut>>,
+    /// RaBitQ: extended-code pages kept pinned between refines (see `rabitq::ExPins`).
+    ex_pins: rabitq::ExPins,
     /// RaBitQ: the table fetch used to re-rank (opened at the first re-rank).
     heap: pg_sys::Relation,
     fetch: *mut pg_sys::IndexFetchTableData,
@@ -185,6 +187,7 @@ pub unsafe extern "C-unwind" fn ambeginscan(index: pg_sys::Relation, nkeys: i32,
         refined: BinaryHeap::new(),
         exact: BinaryHeap::new(),
         luts: Vec::new(),
+        ex_pins: rabitq::ExPins::new(),
         heap: std::ptr::null_mut(),
         fetch: std::ptr::null_mut(),
         slot: std::ptr::null_mut(),
@@ -305,6 +308,7 @@ pub unsafe extern "C-unwind" fn amrescan(scan: pg_sys::IndexScanDesc, _keys: pg_
     st.exact.clear();
     st.refined.clear();
     st.luts.clear();
+    st.ex_pins.release();
     st.returned_since_read = 0;
     st.merge_after = MERGE_AFTER;
     st.query = None;
@@ -469,6 +473,7 @@ pub unsafe extern "C-unwind" fn amendscan(scan: pg_sys::IndexScanDesc) {
     let holder = (*scan).opaque as *mut Holder;
     if !holder.is_null() && !(*holder).state.is_null() {
         let st = &mut *(*holder).state;
+        st.ex_pins.release();
         if !st.fetch.is_null() {
             (*(*st.heap).rd_tableam).index_fetch_end.expect("table AM fetch")(st.fetch);
             pg_sys::ExecDropSingleTupleTableSlot(st.slot);

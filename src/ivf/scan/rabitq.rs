@@ -88,13 +88,61 @@ pub unsafe fn read_codes(index: pg_sys::Relation, st: &mut ScanState, from: usiz
     st.rotation = Some(rotation);
 }
 
+/// Slots of the pinned extended-code pages (direct-mapped by block number).
+const EX_PIN_SLOTS: usize = 256;
+
+/// Extended-code pages a scan keeps pinned (not locked) between refines, so that the hundreds of
+/// refines of a query look each page up once rather than once per candidate (the page lookup
+/// was most of a refine's cost). Direct-mapped by block; released at rescan and at the end of
+/// the scan. A failed query's pins are released by its resource owner, so nothing else releases
+/// them (dropping the scan state only frees memory).
+pub struct ExPins {
+    slots: Vec<(pg_sys::BlockNumber, pg_sys::Buffer)>,
+}
+
+impl ExPins {
+    pub fn new() -> ExPins {
+        ExPins { slots: Vec::new() }
+    }
+
+    /// The pinned buffer of `blkno`, reading (and pinning) it if its slot holds another page.
+    unsafe fn get(&mut self, index: pg_sys::Relation, blkno: pg_sys::BlockNumber) -> pg_sys::Buffer {
+        if self.slots.is_empty() {
+            self.slots = vec![(pages::INVALID_BLOCK, 0); EX_PIN_SLOTS];
+        }
+        let slot = &mut self.slots[blkno as usize % EX_PIN_SLOTS];
+        if slot.0 != blkno {
+            if slot.0 != pages::INVALID_BLOCK {
+                pg_sys::ReleaseBuffer(slot.1);
+            }
+            let buf = pg_sys::ReadBufferExtended(index, pg_sys::ForkNumber::MAIN_FORKNUM, blkno, pg_sys::ReadBufferMode::RBM_NORMAL, std::ptr::null_mut());
+            *slot = (blkno, buf);
+        }
+        slot.1
+    }
+
+    /// Releases every pin (rescan, end of scan).
+    pub unsafe fn release(&mut self) {
+        for slot in self.slots.iter_mut() {
+            if slot.0 != pages::INVALID_BLOCK {
+                pg_sys::ReleaseBuffer(slot.1);
+                *slot = (pages::INVALID_BLOCK, 0);
+            }
+        }
+    }
+}
+
 /// The candidate with its bound from the extended code (no lower than the 1-bit one).
 /// If the code is gone or belongs to another row now (VACUUM and a later insert), the 1-bit
 /// bound stays and the exact re-rank decides.
-unsafe fn refine(index: pg_sys::Relation, st: &ScanState, c: Candidate) -> Candidate {
+unsafe fn refine(index: pg_sys::Relation, st: &mut ScanState, c: Candidate) -> Candidate {
     let mut refined = c;
     let Some(lut) = st.luts.get(c.list as usize).and_then(|l| l.as_ref()) else { return refined };
-    let buf = pages::read_locked(index, c.ex.0, pg_sys::BUFFER_LOCK_SHARE);
+    if c.ex.0 == pages::INVALID_BLOCK {
+        return refined;
+    }
+    let buf = st.ex_pins.get(index, c.ex.0);
+    pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_SHARE as i32);
     let page = pg_sys::BufferGetPage(buf);
     if c.ex.1 >= 1 && c.ex.1 <= pg_sys::PageGetMaxOffsetNumber(page) && (*pg_sys::PageGetItemId(page, c.ex.1)).lp_flags() == pg_sys::LP_NORMAL {
         let (tid, factors, ex) = pages::read_ex_item(page, c.ex.1, biomedclip_core::rabitq::ex_code_bytes(st.dims));
@@ -102,7 +150,7 @@ unsafe fn refine(index: pg_sys::Relation, st: &ScanState, c: Candidate) -> Candi
             refined.distance = lower_bound(st.opclass.metric, lut, lut.ex_residual_dot(ex, &factors), &factors).max(c.distance);
         }
     }
-    pg_sys::UnlockReleaseBuffer(buf);
+    pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_UNLOCK as i32);
     refined
 }
 

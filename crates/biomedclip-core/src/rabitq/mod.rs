@@ -30,6 +30,9 @@
 
 use crate::kmeans::Rng;
 
+pub mod kernels;
+use kernels::KernelIsa;
+
 /// Confidence multiplier of the error bound. The estimator's error is close to Gaussian with the
 /// bound's scale as its deviation (measured: 0.16% of rows beyond 3); the paper's 1.9 suits a
 /// re-rank of a fixed candidate count, but here a row whose bound is violated comes out late
@@ -89,46 +92,15 @@ impl Rotation {
                 }
             }
             let start = if round % 2 == 0 { 0 } else { self.padded - self.block };
-            fwht(&mut y[start..start + self.block]);
+            kernels::fwht(kernels::active(), &mut y[start..start + self.block]);
         }
         y
-    }
-}
-
-fn popcnt_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("popcnt")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
     }
 }
 
 /// The scale of a vector's entries (for float-rounding allowances).
 fn residual_scale(v: &[f32]) -> f64 {
     v.iter().map(|&x| x.abs() as f64).sum()
-}
-
-/// In-place normalized fast Walsh-Hadamard transform (length a power of two).
-fn fwht(x: &mut [f32]) {
-    let n = x.len();
-    let mut h = 1;
-    while h < n {
-        for i in (0..n).step_by(h * 2) {
-            for j in i..i + h {
-                let (a, b) = (x[j], x[j + h]);
-                x[j] = a + b;
-                x[j + h] = a - b;
-            }
-        }
-        h *= 2;
-    }
-    let scale = 1.0 / (n as f32).sqrt();
-    for v in x.iter_mut() {
-        *v *= scale;
-    }
 }
 
 /// What is stored per vector besides its code.
@@ -205,14 +177,13 @@ fn extended_levels(u: &[f32]) -> (Vec<u8>, f32, f32) {
 
 /// A query prepared for one list: `v = P (q − c)` as a lookup table over nibbles of codes.
 pub struct QueryLut {
-    /// Bit planes of the 8-bit quantized v: plane j, word w at `planes[j * words + w]`.
+    /// Bit planes of the 8-bit quantized v, word by word: plane j of word w at `planes[w * 8 + j]`.
     planes: Vec<u64>,
-    words: usize,
     lo: f32,
     delta: f32,
     /// Largest effect of the quantization on ⟨x̄, v⟩.
     quant_err: f32,
-    popcnt: bool,
+    isa: KernelIsa,
     /// v = P (q − c), for extended codes.
     v: Vec<f32>,
     sum: f32,
@@ -233,24 +204,25 @@ impl QueryLut {
         let d = rotation.padded as f32;
         let (lo, hi) = v.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
         let delta = ((hi - lo) / 255.0).max(f32::MIN_POSITIVE);
-        let words = v.len() / 64;
-        let mut planes = vec![0u64; 8 * words];
         let mut err = 0f64;
-        for (i, &x) in v.iter().enumerate() {
-            let k = ((x - lo) / delta).round().clamp(0.0, 255.0) as u32;
-            err += (x as f64 - (lo + delta * k as f32) as f64).abs();
-            for (j, plane) in planes.chunks_exact_mut(words).enumerate() {
-                plane[i / 64] |= (((k >> j) & 1) as u64) << (i % 64);
-            }
-        }
+        let k: Vec<u8> = v
+            .iter()
+            .map(|&x| {
+                let k = ((x - lo) / delta).round().clamp(0.0, 255.0);
+                err += (x as f64 - (lo + delta * k) as f64).abs();
+                k as u8
+            })
+            .collect();
+        let isa = kernels::active();
+        let mut planes = vec![0u64; v.len() / 8];
+        kernels::bit_planes(isa, &k, &mut planes);
         QueryLut {
             planes,
-            words,
             lo,
             delta,
             // Floats: allow for the rounding of the sums themselves too.
             quant_err: ((2.0 * err / (d as f64).sqrt()) * 1.001 + 1e-6 * residual_scale(&v)) as f32,
-            popcnt: popcnt_available(),
+            isa,
             sum: v.iter().sum(),
             v,
             norm,
@@ -265,36 +237,18 @@ impl QueryLut {
         self.quant_err
     }
 
-    /// ⟨x̄, v⟩ for a code (with the 8-bit quantized v; off by at most `quantization_error`).
+    /// ⟨x̄, v⟩ for a code (with the 8-bit quantized v; off by at most `quantization_error`):
+    /// `Σ_j 2^j popcount(code ∧ plane_j)` selects the quantized entries whose bit is set.
     #[inline]
     pub fn code_dot(&self, code: &[u8]) -> f32 {
-        #[cfg(target_arch = "x86_64")]
-        if self.popcnt {
-            // SAFETY: the CPU has POPCNT (checked at run time).
-            return unsafe { self.code_dot_popcnt(code) };
-        }
-        self.code_dot_portable(code)
+        self.code_dot_with(self.isa, code)
     }
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "popcnt")]
-    unsafe fn code_dot_popcnt(&self, code: &[u8]) -> f32 {
-        self.code_dot_portable(code)
-    }
-
-    #[inline(always)]
-    fn code_dot_portable(&self, code: &[u8]) -> f32 {
-        let words = self.words;
-        let mut ones = 0u32;
-        let mut weighted = [0u32; 8];
-        for (w, bytes) in code.chunks_exact(8).enumerate() {
-            let c = u64::from_le_bytes(bytes.try_into().expect("8 bytes"));
-            ones += c.count_ones();
-            for (j, acc) in weighted.iter_mut().enumerate() {
-                *acc += (c & self.planes[j * words + w]).count_ones();
-            }
-        }
-        let k_sum: u32 = weighted.iter().enumerate().map(|(j, &n)| n << j).sum();
+    /// `code_dot` with the given kernels (tests compare them).
+    #[doc(hidden)]
+    #[inline]
+    pub fn code_dot_with(&self, isa: KernelIsa, code: &[u8]) -> f32 {
+        let (ones, k_sum) = kernels::plane_sums(isa, &self.planes, code);
         let selected = self.lo * ones as f32 + self.delta * k_sum as f32;
         (2.0 * selected - self.sum) * self.inv_sqrt_d
     }
@@ -315,15 +269,7 @@ impl QueryLut {
         if f.norm == 0.0 {
             return (0.0, 0.0);
         }
-        // 16 lanes (8 code bytes, 16 dimensions) per step, so the compiler can vectorize it.
-        let mut acc = [0f32; 16];
-        for (bytes, v) in ex.chunks_exact(8).zip(self.v.chunks_exact(16)) {
-            for j in 0..8 {
-                acc[2 * j] += (bytes[j] & 15) as f32 * v[2 * j];
-                acc[2 * j + 1] += (bytes[j] >> 4) as f32 * v[2 * j + 1];
-            }
-        }
-        let total: f32 = acc.iter().sum();
+        let total = kernels::nibble_dot(self.isa, ex, &self.v);
         let xv = total - EX_CENTRE * self.sum;
         let est = xv / f.ex_dot;
         let q = f.ex_quality;
