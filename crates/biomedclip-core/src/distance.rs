@@ -28,6 +28,15 @@ impl Isa {
     }
 }
 
+/// `x`'s bits mapped so that unsigned integer order is `f64::total_cmp`'s order (negative NaN,
+/// -inf, ..., -0, +0, ..., +inf, NaN): one integer comparison where sorting needs many.
+#[inline]
+pub fn total_order_bits(x: f64) -> u64 {
+    let bits = x.to_bits();
+    // Negatives: every bit flipped (larger magnitude sorts first); positives: the sign bit set.
+    if bits >> 63 == 1 { !bits } else { bits | (1 << 63) }
+}
+
 /// The instruction set chosen for this process.
 pub fn active_isa() -> Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();

@@ -114,3 +114,17 @@ fn reports_an_isa() {
     let isa = distance::active_isa();
     assert!(forced::available().contains(&isa));
 }
+
+#[test]
+fn total_order_bits_sorts_as_total_cmp() {
+    use biomedclip_core::distance::total_order_bits;
+    let mut rng = biomedclip_core::kmeans::Rng::new(77);
+    let mut values: Vec<f64> = vec![0.0, -0.0, 1.0, -1.0, f64::INFINITY, f64::NEG_INFINITY, f64::NAN, -f64::NAN, f64::MIN_POSITIVE, -f64::MIN_POSITIVE, 5e-324, -5e-324, f64::MAX, f64::MIN];
+    values.extend((0..20_000).map(|_| f64::from_bits(rng.next_u64())));
+    values.extend((0..20_000).map(|_| rng.normal() * 3.0));
+    for a in values.iter().step_by(7) {
+        for b in values.iter().step_by(13) {
+            assert_eq!(total_order_bits(*a).cmp(&total_order_bits(*b)), a.total_cmp(b), "{a:e} vs {b:e}");
+        }
+    }
+}

@@ -54,6 +54,15 @@ fn cmp(a: &Candidate, b: &Candidate) -> Ordering {
     a.distance.total_cmp(&b.distance).then_with(|| tid_key(&a.tid).cmp(&tid_key(&b.tid)))
 }
 
+/// `cmp` as one integer (one comparison instead of two and a branch, for selecting and sorting
+/// chunks): the distance's bits mapped to their `total_cmp` order, then the TID's 48 bits.
+#[inline]
+fn sort_key(c: &Candidate) -> u128 {
+    let ordered = biomedclip_core::distance::total_order_bits(c.distance);
+    let (hi, lo, pos) = tid_key(&c.tid);
+    ((ordered as u128) << 64) | ((hi as u128) << 32) | ((lo as u128) << 16) | pos as u128
+}
+
 /// A re-ranked candidate (exact distance), ordered as `cmp`.
 #[derive(Clone, Copy)]
 struct Exact(Candidate);
@@ -282,14 +291,18 @@ impl ScanState {
             if remaining == 0 {
                 return;
             }
-            let m = self.chunk.min(remaining);
+            // A RaBitQ scan refines about a tenth of a batch's entries before its rows are certain
+            // (measured on real text embeddings: 7% to 27%): one selection of a sixth of the batch
+            // is cheaper than a second pass over the rest.
+            let wanted = if self.quantizer == Quantizer::RaBitQ { self.chunk.max(remaining / 6) } else { self.chunk };
+            let m = wanted.min(remaining);
             let rest = &mut self.candidates[self.pos..];
             if m < rest.len() {
-                rest.select_nth_unstable_by(m - 1, cmp);
+                rest.select_nth_unstable_by_key(m - 1, sort_key);
             }
-            rest[..m].sort_unstable_by(cmp);
+            rest[..m].sort_unstable_by_key(sort_key);
             self.sorted_end = self.pos + m;
-            self.chunk = self.chunk.saturating_mul(2);
+            self.chunk = wanted.saturating_mul(2);
         }
     }
 }
@@ -348,6 +361,11 @@ pub unsafe extern "C-unwind" fn amrescan(scan: pg_sys::IndexScanDesc, _keys: pg_
 
 /// Reads lists[from..to] into the candidate buffer (through the filters in `push`).
 unsafe fn read_lists(index: pg_sys::Relation, st: &mut ScanState, from: usize, to: usize) {
+    // Room for the lists' expected entries up front (the index's row count over its lists),
+    // rather than growing the buffer by doubling; never past the work_mem bound.
+    let per_list = ((*(*index).rd_rel).reltuples.max(0.0) as usize) / st.lists.len().max(1);
+    let wanted = (per_list * (to - from) * 5 / 4).min(st.capacity);
+    st.candidates.reserve(wanted.saturating_sub(st.candidates.len()));
     if st.quantizer == Quantizer::RaBitQ {
         return rabitq::read_codes(index, st, from, to);
     }

@@ -50,6 +50,7 @@ pub unsafe fn step(scan: pg_sys::IndexScanDesc, st: &mut ScanState) -> Step {
         }
         (_, Some((_, false))) if cut_pending => Step::Refill,
         (_, Some((_, false))) => {
+            prefetch_ahead((*scan).indexRelation, st);
             let c = st.next().expect("peeked");
             st.last = Some(c);
             let r = refine((*scan).indexRelation, st, c);
@@ -130,6 +131,40 @@ impl ExPins {
             }
         }
     }
+}
+
+/// How far ahead in the sorted buffer a refine prefetches its extended code.
+const PREFETCH_DISTANCE: usize = 6;
+
+/// Prefetches the extended code of the candidate `PREFETCH_DISTANCE` places ahead in the sorted
+/// buffer (it is refined a few steps later unless the scan ends first). A refine's cost was
+/// mostly two cache misses, the line pointer and the item; the item's address is computed, not
+/// read (extended-code items have one size and fill their pages in offset order from the end),
+/// so a page moved by VACUUM only makes a prefetch useless, never wrong. Pins the page (as the
+/// refine would).
+unsafe fn prefetch_ahead(index: pg_sys::Relation, st: &mut ScanState) {
+    let at = st.pos + PREFETCH_DISTANCE;
+    if at >= st.sorted_end {
+        return;
+    }
+    let (blkno, off) = st.candidates[at].ex;
+    if blkno == pages::INVALID_BLOCK || off == 0 {
+        return;
+    }
+    let page = pg_sys::BufferGetPage(st.ex_pins.get(index, blkno)) as *const u8;
+    let line_pointer = std::mem::size_of::<pg_sys::PageHeaderData>() - std::mem::size_of::<pg_sys::ItemIdData>() + off as usize * std::mem::size_of::<pg_sys::ItemIdData>();
+    let special = pg_sys::BLCKSZ as usize - pages::maxalign(std::mem::size_of::<pages::PageOpaque>());
+    let item = special.saturating_sub(off as usize * st.meta.ex_item_bytes());
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(page.add(line_pointer.min(pg_sys::BLCKSZ as usize - 1)) as *const i8);
+        for line in (item..(item + st.meta.ex_item_bytes()).min(pg_sys::BLCKSZ as usize)).step_by(64) {
+            _mm_prefetch::<_MM_HINT_T0>(page.add(line) as *const i8);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (page, line_pointer, item);
 }
 
 /// The candidate with its bound from the extended code (no lower than the 1-bit one).
