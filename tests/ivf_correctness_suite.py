@@ -13,7 +13,9 @@
    (../shared/data/ann) and on clustered vectors;
 7. monitoring and cancel: idx_scan counts scans; CREATE INDEX is cancelled within a second, and is
    not stopped by interrupts that are not a cancel
-   during k-means.
+   during k-means;
+8. buffer pins: a RaBitQ scan keeps its extended-code pages pinned, within the backend's share of
+   shared buffers (a cluster with 32 shared buffers still answers, exactly).
 
 Usage: ivf_correctness_suite.py WORKDIR PORT   (prints a summary line "N passed, M failed")
 """
@@ -313,6 +315,36 @@ def test_small_work_mem(rng):
               same, f"{sum(a == b for a, b in zip(got, exact))} of {len(exact)} rows in the same place (the rest: equal distances swapped)")
 
 
+def test_smallest_shared_buffers(rng):
+    """A RaBitQ scan pins the extended-code pages it refines from; with 32 shared buffers a scan
+    that pinned one page per slot would run out of buffers. (16, the least PostgreSQL allows, is
+    too few for any GiST-style build: log_newpage_range pins 32 pages at a time.)"""
+    dim, n = 64, 6000
+    base = rng.normal(0, 1, (n, dim)).astype(np.float32)
+    q = vec(rng.normal(0, 1, dim))
+    data = start_cluster(os.path.join(WORK, "small_buffers"), PORT + 1, "shared_buffers = '256kB'")
+    try:
+        with connect(PORT + 1) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS biomedclip")
+            conn.execute(f"CREATE TABLE sb (id int PRIMARY KEY, emb embedding({dim}))")
+            load(conn, "sb", base)
+            sql = "SELECT id, emb <-> %s::embedding FROM sb ORDER BY emb <-> %s::embedding LIMIT 1000"
+            conn.execute("SET enable_indexscan = off")
+            exact = conn.execute(sql, (q, q)).fetchall()
+            conn.execute("CREATE INDEX sb_idx ON sb USING ivf (emb embedding_l2_ops) WITH (lists = 4, quantizer = rabitq)")
+            ex_pages = conn.execute("SELECT pg_relation_size('sb_idx') / 8192").fetchone()[0]
+            conn.execute("RESET enable_indexscan; SET enable_seqscan = off; SET ivf.probes = 4")
+            try:
+                got, error = conn.execute(sql, (q, q)).fetchall(), None
+            except psycopg.Error as e:
+                got, error = [], f"{e.diag.sqlstate}: {e.diag.message_primary}"
+    finally:
+        stop_cluster(data)
+    same = [d for _, d in got] == [d for _, d in exact] and sorted(got) == sorted(exact)
+    check("shared_buffers 256kB (32 buffers): a RaBitQ scan refining across an index of many pages answers, the exact top 1,000",
+          error is None and same, error or f"{len(got)} rows, exact: {same}; index {ex_pages} pages")
+
+
 def test_benign_interrupts_kmeans():
     """Interrupts that are not a cancel (here memory-context log requests, which set PostgreSQL's
     InterruptPending like a cancel does) must not stop a build: before the fix, the first one that
@@ -394,6 +426,7 @@ def main():
         test_memory(rng)
         test_default_plans(rng)
         test_small_work_mem(rng)
+        test_smallest_shared_buffers(rng)
         test_benign_interrupts_kmeans()
         test_cancel_kmeans(rng)
     finally:

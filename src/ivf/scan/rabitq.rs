@@ -89,14 +89,16 @@ pub unsafe fn read_codes(index: pg_sys::Relation, st: &mut ScanState, from: usiz
     st.rotation = Some(rotation);
 }
 
-/// Slots of the pinned extended-code pages (direct-mapped by block number).
+/// Most extended-code pages a scan keeps pinned.
 const EX_PIN_SLOTS: usize = 256;
 
 /// Extended-code pages a scan keeps pinned (not locked) between refines, so that the hundreds of
 /// refines of a query look each page up once rather than once per candidate (the page lookup
 /// was most of a refine's cost). Direct-mapped by block; released at rescan and at the end of
 /// the scan. A failed query's pins are released by its resource owner, so nothing else releases
-/// them (dropping the scan state only frees memory).
+/// them (dropping the scan state only frees memory). A backend may hold at most its share of
+/// shared buffers pinned (shared_buffers / (max backends + 16), as PostgreSQL's own bulk
+/// operations limit themselves), so that many concurrent scans cannot run out of buffers.
 pub struct ExPins {
     slots: Vec<(pg_sys::BlockNumber, pg_sys::Buffer)>,
 }
@@ -109,9 +111,11 @@ impl ExPins {
     /// The pinned buffer of `blkno`, reading (and pinning) it if its slot holds another page.
     unsafe fn get(&mut self, index: pg_sys::Relation, blkno: pg_sys::BlockNumber) -> pg_sys::Buffer {
         if self.slots.is_empty() {
-            self.slots = vec![(pages::INVALID_BLOCK, 0); EX_PIN_SLOTS];
+            let share = (pg_sys::NBuffers.max(0) as usize) / (pg_sys::MaxBackends.max(0) as usize + 16);
+            self.slots = vec![(pages::INVALID_BLOCK, 0); share.clamp(1, EX_PIN_SLOTS)];
         }
-        let slot = &mut self.slots[blkno as usize % EX_PIN_SLOTS];
+        let n = self.slots.len();
+        let slot = &mut self.slots[blkno as usize % n];
         if slot.0 != blkno {
             if slot.0 != pages::INVALID_BLOCK {
                 pg_sys::ReleaseBuffer(slot.1);
