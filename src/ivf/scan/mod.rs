@@ -49,13 +49,13 @@ fn tid_key(t: &pg_sys::ItemPointerData) -> (u16, u16, u16) {
     (t.ip_blkid.bi_hi, t.ip_blkid.bi_lo, t.ip_posid)
 }
 
-/// Total order of candidates: distance (NaN last), then heap TID.
+/// Total order of candidates: distance (`total_cmp`, NaN last), then heap TID.
 fn cmp(a: &Candidate, b: &Candidate) -> Ordering {
-    a.distance.total_cmp(&b.distance).then_with(|| tid_key(&a.tid).cmp(&tid_key(&b.tid)))
+    sort_key(a).cmp(&sort_key(b))
 }
 
-/// `cmp` as one integer (one comparison instead of two and a branch, for selecting and sorting
-/// chunks): the distance's bits mapped to their `total_cmp` order, then the TID's 48 bits.
+/// The total order as one integer (one comparison where sorting needs many): the distance's
+/// bits mapped to their `total_cmp` order, then the TID's 48 bits.
 #[inline]
 fn sort_key(c: &Candidate) -> u128 {
     let ordered = biomedclip_core::distance::total_order_bits(c.distance);
@@ -361,11 +361,6 @@ pub unsafe extern "C-unwind" fn amrescan(scan: pg_sys::IndexScanDesc, _keys: pg_
 
 /// Reads lists[from..to] into the candidate buffer (through the filters in `push`).
 unsafe fn read_lists(index: pg_sys::Relation, st: &mut ScanState, from: usize, to: usize) {
-    // Room for the lists' expected entries up front (the index's row count over its lists),
-    // rather than growing the buffer by doubling; never past the work_mem bound.
-    let per_list = ((*(*index).rd_rel).reltuples.max(0.0) as usize) / st.lists.len().max(1);
-    let wanted = (per_list * (to - from) * 5 / 4).min(st.capacity);
-    st.candidates.reserve(wanted.saturating_sub(st.candidates.len()));
     if st.quantizer == Quantizer::RaBitQ {
         return rabitq::read_codes(index, st, from, to);
     }
