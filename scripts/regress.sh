@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 . scripts/section.sh
-PORT=${REGRESS_PORT:-54329}
+PORT=${REGRESS_PORT:-25329}
 # backend: every backend runs its own model (no shared_preload_libraries), and every suite runs;
 # service: shared_preload_libraries = 'biomedclip' (the inference service runs the model), and
 # the suites that call the model run again.

@@ -13,6 +13,10 @@ export BIOMEDCLIP_TEST_START=${BIOMEDCLIP_TEST_START:-$(date +%s)}
 
 bash scripts/setup.sh
 
+# Every server the suites start listens below 32768: Linux hands out local ports 32768-60999 to
+# outgoing connections (the suites' own connections to PostgreSQL among them), and a fixed port in
+# that range was once taken by one of them just before the API meant to listen on it.
+
 section "library crate tests (cargo test)"
 # The service profile (release optimization, no LTO) shares its compiled dependencies with the
 # inference service and API builds below.
@@ -39,14 +43,14 @@ REGRESS_INFERENCE=service bash scripts/regress.sh
 
 section "inference service: crash isolation, batching, cancel, dying backends, reload, socket privacy (own cluster)"
 svc=$(mktemp -d /tmp/biomedclip-service.XXXXXX)
-target/pyenv/bin/python tests/inference_service_suite.py "$svc" 54421
+target/pyenv/bin/python tests/inference_service_suite.py "$svc" 25421
 rm -rf "$svc"
 
 section "Citus 13.2.2: a coordinator and 2 workers (Citus built from ../shared/peers if missing)"
 if [ -f "$ROOT/../shared/peers/citus-13.2.2.tar.gz" ] || [ -f "$(pg_config --pkglibdir)/citus.so" ]; then
   bash scripts/citus.sh
   cit=$(mktemp -d /tmp/biomedclip-citus.XXXXXX)
-  target/pyenv/bin/python tests/citus_suite.py "$cit" 54431
+  target/pyenv/bin/python tests/citus_suite.py "$cit" 25431
   rm -rf "$cit"
 else
   echo "SKIPPED: the Citus suite (1 suite, 16 checks): no ../shared/peers/citus-13.2.2.tar.gz to build Citus from, and none installed" >&2
@@ -55,17 +59,17 @@ fi
 
 section "API service: JWT roles, RLS through the API, endpoints against SQL, limits, TLS, shutdown (own cluster)"
 api=$(mktemp -d /tmp/biomedclip-api.XXXXXX)
-target/pyenv/bin/python tests/api_suite.py "$api" 54451 54470
+target/pyenv/bin/python tests/api_suite.py "$api" 25451 25470
 rm -rf "$api"
 
 section "the search page in Chromium (Playwright): sign in, search by text/image/DICOM, thumbnails, feedback, drift, RLS"
 brw=$(mktemp -d /tmp/biomedclip-browser.XXXXXX)
-target/pyenv/bin/python tests/browser_suite.py "$brw" 54452 54480
+target/pyenv/bin/python tests/browser_suite.py "$brw" 25452 25480
 rm -rf "$brw"
 
 section "reliability: malformed-input corpus, RLS with hospital roles, 20 crash restarts (own cluster)"
 rel=$(mktemp -d /tmp/biomedclip-reliability.XXXXXX)
-target/pyenv/bin/python tests/reliability_suite.py "$rel" 54401
+target/pyenv/bin/python tests/reliability_suite.py "$rel" 25401
 rm -rf "$rel"
 
 section "load: the 1-minute pgbench scenario (benches/load has the 10-minute one)"

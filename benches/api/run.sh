@@ -6,4 +6,4 @@ cd "$(dirname "$0")/../.."
 cargo build --profile service -p biomedclip-api --quiet
 work=$(mktemp -d /tmp/biomedclip-apibench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-target/pyenv/bin/python benches/api/run.py "$work" "${PGPORT:-54461}" "${APIPORT:-54490}" "${ROUND_SECONDS:-60}" "${ROUNDS:-5}" "${MODEL:-tiny}"
+target/pyenv/bin/python benches/api/run.py "$work" "${PGPORT:-25461}" "${APIPORT:-25490}" "${ROUND_SECONDS:-60}" "${ROUNDS:-5}" "${MODEL:-tiny}"

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
-PORT=${BENCH_PORT:-54451}
+PORT=${BENCH_PORT:-25451}
 bash scripts/setup.sh >/dev/null
 bash scripts/install.sh
 bash scripts/citus.sh

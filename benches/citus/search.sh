@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
-PORT=${BENCH_PORT:-54461}
+PORT=${BENCH_PORT:-25461}
 bash scripts/setup.sh >/dev/null
 target/pyenv/bin/pip install -q --disable-pip-version-check -r benches/requirements.txt
 bash scripts/install.sh

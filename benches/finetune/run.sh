@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
-PORT=${PGPORT:-54471}
+PORT=${PGPORT:-25471}
 if ! grep -q '"features"' target/models/base/manifest.json 2>/dev/null; then
   echo "generating the base-size random model (target/models/base)"
   target/pyenv/bin/python tools/make_test_model.py target/models/base --size base --int8 --shared "$ROOT/../shared/data"

@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
-PORT=${BENCH_PORT:-54333}
+PORT=${BENCH_PORT:-25333}
 bash scripts/setup.sh
 GPU_DIR="$ROOT/target/onnxruntime-gpu"
 if [ ! -f "$GPU_DIR/libonnxruntime.so.1.32.0" ]; then

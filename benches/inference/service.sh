@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
-PORT=${BENCH_PORT:-54332}
+PORT=${BENCH_PORT:-25332}
 LIB="$ROOT/target/onnxruntime/libonnxruntime.so.1.32.0"
 bash scripts/setup.sh
 if [ ! -f target/models/base/manifest.json ]; then

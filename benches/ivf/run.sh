@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
-PORT=${BENCH_PORT:-54351}
+PORT=${BENCH_PORT:-25351}
 bash scripts/setup.sh
 target/pyenv/bin/pip install -q --disable-pip-version-check -r benches/requirements.txt
 bash scripts/install.sh

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
-PORT=${BENCH_PORT:-54391}
+PORT=${BENCH_PORT:-25391}
 bash scripts/setup.sh >/dev/null
 bash scripts/install.sh
 work=$(mktemp -d /tmp/biomedclip-load.XXXXXX); chmod 755 "$work"
