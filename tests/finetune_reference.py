@@ -28,7 +28,9 @@ from splitmix import SplitMix64  # noqa: E402
 
 
 def rust(query):
-    out = subprocess.run(["cargo", "run", "--quiet", "--release", "-p", "biomedclip-core", "--example", "finetune_reference"],
+    # The service profile (optimized, no LTO) is the one `make test` builds the library's tests
+    # and examples in just before, so nothing is compiled again here.
+    out = subprocess.run(["cargo", "run", "--quiet", "--profile", "service", "-p", "biomedclip-core", "--example", "finetune_reference"],
                          input=json.dumps(query), capture_output=True, text=True, cwd=ROOT, check=True)
     return json.loads(out.stdout)
 
