@@ -6,6 +6,7 @@
 //! them panic, and a native frame shorter than rows × columns × samples is sliced out of bounds.
 //! Everything those decoders will rely on is checked here against the bytes actually present.
 
+use super::declared_lengths;
 use crate::image_decode::ImageError;
 use dicom_core::value::Value;
 use dicom_dictionary_std::tags;
@@ -69,18 +70,28 @@ pub fn framing(data: &[u8]) -> Option<Framing> {
     None
 }
 
-/// Parses the whole object from memory.
+/// Parses the whole object from memory, after every declared length has been checked against
+/// the bytes that follow it ([`declared_lengths`]).
 pub(crate) fn parse(data: &[u8]) -> Result<Object, ImageError> {
     let framing = framing(data).ok_or_else(|| invalid("data is not a DICOM object"))?;
     let parsed = std::panic::catch_unwind(|| match framing {
         Framing::Preamble | Framing::MetaOnly => {
             let (preamble, start) = if framing == Framing::Preamble { (ReadPreamble::Always, 128) } else { (ReadPreamble::Never, 0) };
-            OpenFileOptions::new()
-                .read_preamble(preamble)
-                .from_reader(data)
-                .or_else(|e| with_other_vr_encoding(&data[start..]).ok_or_else(|| corrupt(e)))
+            let from_dicm = &data[start..];
+            let (data_set_at, ts_uid) =
+                declared_lengths::check_meta_group(from_dicm)?.ok_or_else(|| corrupt("the file meta group is malformed"))?;
+            let data_set = &from_dicm[data_set_at..];
+            let declared = match declared_lengths::check_data_set(data_set, &ts_uid) {
+                Ok(()) => match OpenFileOptions::new().read_preamble(preamble).from_reader(data) {
+                    Ok(obj) => return Ok(obj),
+                    Err(e) => corrupt(e),
+                },
+                Err(e) => e,
+            };
+            with_other_vr_encoding(from_dicm, data_set, &ts_uid).ok_or(declared)
         }
         Framing::BareDataset(uid) => {
+            declared_lengths::check_data_set(data, uid)?;
             let ts = TransferSyntaxRegistry.get(uid).expect("built-in transfer syntax");
             let obj = InMemDicomObject::read_dataset_with_ts(data, ts).map_err(corrupt)?;
             let meta = FileMetaTableBuilder::new()
@@ -95,19 +106,18 @@ pub(crate) fn parse(data: &[u8]) -> Result<Object, ImageError> {
 
 /// Some writers declare explicit VR in the meta group but write the data set in implicit VR (or
 /// the reverse); pydicom reads such files with a warning, and so do we: when the declared
-/// encoding fails, the data set is read once more in the other little-endian VR encoding.
-fn with_other_vr_encoding(from_dicm: &[u8]) -> Option<Object> {
-    let mut cursor = std::io::Cursor::new(from_dicm);
-    let meta = FileMetaTable::from_reader(&mut cursor).ok()?;
-    let rest = from_dicm.get(cursor.position() as usize..)?;
-    let declared = meta.transfer_syntax().to_string();
-    let other = match declared.as_str() {
+/// encoding fails, the data set is read once more in the other little-endian VR encoding (its
+/// declared lengths checked in that encoding first).
+fn with_other_vr_encoding(from_dicm: &[u8], data_set: &[u8], declared: &str) -> Option<Object> {
+    let other = match declared {
         IMPLICIT_LE => EXPLICIT_LE,
         EXPLICIT_BE => return None,
         _ => IMPLICIT_LE,
     };
+    declared_lengths::check_data_set(data_set, other).ok()?;
+    let meta = FileMetaTable::from_reader(from_dicm).ok()?;
     let ts = TransferSyntaxRegistry.get(other)?;
-    let obj = InMemDicomObject::read_dataset_with_ts(rest, ts).ok()?;
+    let obj = InMemDicomObject::read_dataset_with_ts(data_set, ts).ok()?;
     let builder = FileMetaTableBuilder::new()
         .transfer_syntax(declared)
         .media_storage_sop_class_uid(meta.media_storage_sop_class_uid())

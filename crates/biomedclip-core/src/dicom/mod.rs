@@ -10,9 +10,11 @@
 //! runs under `catch_unwind`.
 
 mod colour;
+mod declared_lengths;
 mod frame;
 pub(crate) mod frame_attributes;
 mod header;
+mod jpeg_ls;
 mod info;
 pub mod voi;
 pub mod wsi;
