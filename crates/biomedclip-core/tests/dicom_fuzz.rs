@@ -98,6 +98,57 @@ fn every_truncation_point_class_is_an_error() {
     }
 }
 
+/// A JPEG-LS codestream cut short inside a well-formed object (its fragment's length and the
+/// sequence delimiter fixed up, so that only the codestream is short) is refused by the marker
+/// walk before CharLS runs: CharLS 2.4.5 spends ~10 s in a loop on such cuts of RG2_JLSL (see
+/// dicom/jpeg_ls.rs).
+#[test]
+fn truncated_jpeg_ls_codestreams_are_refused_before_decoding() {
+    for name in ["CT1_JLSL.dcm", "RG2_JLSL.dcm"] {
+        let data = shared(name);
+        render_auto(&data).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let pixel = data.windows(4).rposition(|w| w == [0xE0, 0x7F, 0x10, 0x00]).unwrap();
+        let item = [0xFE, 0xFF, 0x00, 0xE0];
+        let table = pixel + data[pixel..].windows(4).position(|w| w == item).unwrap();
+        let fragment = table + 8 + u32::from_le_bytes(data[table + 4..table + 8].try_into().unwrap()) as usize;
+        assert_eq!(data[fragment..fragment + 4], item);
+        let length = u32::from_le_bytes(data[fragment + 4..fragment + 8].try_into().unwrap()) as usize;
+        for k in 1..=16 {
+            let cut = length * k / 17 & !1;
+            let mut short = data[..fragment + 8 + cut].to_vec();
+            short[fragment + 4..fragment + 8].copy_from_slice(&(cut as u32).to_le_bytes());
+            short.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+            let err = render_auto(&short).expect_err("a truncated codestream rendered").to_string();
+            assert!(err.contains("before its EOI marker"), "{name} codestream cut at {cut}: {err}");
+        }
+    }
+}
+
+/// A value or fragment that declares more bytes than follow it is refused before dicom-rs
+/// allocates the declared length (it reserves and zero-fills it before reading).
+#[test]
+fn declared_lengths_past_the_end_are_refused_before_allocating() {
+    let ct = shared("CT1_UNC.dcm");
+    let pixel = ct.windows(4).rposition(|w| w == [0xE0, 0x7F, 0x10, 0x00]).unwrap();
+    let mut huge = ct[..pixel + 12 + 100].to_vec();
+    huge[pixel + 8..pixel + 12].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    let before = peak_rss_kib();
+    let err = render_auto(&huge).expect_err("a 4 GB Pixel Data rendered").to_string();
+    assert!(err.contains("(7FE0,0010) declares 4294967280 bytes where 100 remain"), "{err}");
+    assert!(technical_info(&huge).is_err());
+    // A truncated object read in the other VR encoding on the retry (it once took 1 GB).
+    let vl = shared("VL1_UNC.dcm");
+    assert!(render_auto(&vl[..1_000_000]).unwrap_err().to_string().contains("remain"));
+    let grown = peak_rss_kib() - before;
+    assert!(grown < 512 * 1024, "peak resident memory grew by {grown} KiB");
+}
+
+fn peak_rss_kib() -> i64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 

@@ -24,8 +24,8 @@ pub(crate) enum FramePixels {
 
 use super::header::EXPLICIT_BE;
 use dicom_dictionary_std::uids::{
-    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, JPEG_BASELINE8_BIT as JPEG_BASELINE,
-    JPEG_EXTENDED12_BIT as JPEG_EXTENDED, RLE_LOSSLESS as RLE,
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, JPEGLS_LOSSLESS, JPEGLS_NEAR_LOSSLESS,
+    JPEG_BASELINE8_BIT as JPEG_BASELINE, JPEG_EXTENDED12_BIT as JPEG_EXTENDED, RLE_LOSSLESS as RLE,
 };
 
 /// Big-endian OW pixel data is parsed as 16-bit words in host order, so a 32-bit sample arrives
@@ -136,6 +136,12 @@ pub(crate) fn frame_pixels(obj: &Object, g: &Geometry, ts_uid: &str, frame: u32)
     }
     if g.bits_allocated == 32 && ts_uid == RLE {
         return Err(ImageError::Unsupported("DICOM RLE with 32-bit samples".into()));
+    }
+    if ts_uid == JPEGLS_LOSSLESS || ts_uid == JPEGLS_NEAR_LOSSLESS {
+        // Multi-frame objects whose frames span several fragments are left to the decoder.
+        if let Some(bytes) = jpeg_frame_bytes(obj, g, frame) {
+            super::jpeg_ls::check_codestream(&bytes)?;
+        }
     }
     let decoded = obj.decode_pixel_data_frame(frame).map_err(|e| corrupt(format!("pixel data could not be decoded: {e}")))?;
     if decoded.rows() != g.rows || decoded.columns() != g.cols {
