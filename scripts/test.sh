@@ -17,9 +17,18 @@ bash scripts/setup.sh
 # outgoing connections (the suites' own connections to PostgreSQL among them), and a fixed port in
 # that range was once taken by one of them just before the API meant to listen on it.
 
+# One dependency build serves every Rust step below: the library tests, cargo pgrx test, the
+# extension the suites run, the inference service and the API are all built in the service profile
+# (release optimization, no LTO) with the same rustflags. cargo-pgrx links the extensions it
+# builds with `-Wl,--no-gc-sections` (for its schema section on some aarch64 builds); as a
+# rustflag that changes every crate's fingerprint, so the dependency tree was built again for it.
+# On this x86_64 toolchain the section is kept without it (cargo pgrx test finds all 139 SQL
+# entities). `bash scripts/install.sh` on its own (make install, the demo, the benchmarks) still
+# builds the release profile with thin LTO and cargo-pgrx's default flags; the suites test the
+# same code without LTO.
+export CARGO_PGRX_DISABLE_GC_SECTIONS_WORKAROUND=1 BIOMEDCLIP_PROFILE=service
+
 section "library crate tests (cargo test)"
-# The service profile (release optimization, no LTO) shares its compiled dependencies with the
-# inference service and API builds below.
 cargo test --profile service -p biomedclip-core
 section "fine-tuning against numpy (gradients, a whole training run)"
 target/pyenv/bin/python tests/finetune_reference.py
@@ -28,14 +37,9 @@ section "extension tests (cargo pgrx test)"
 pgdata=$(mktemp -d /tmp/biomedclip-pgrx-test.XXXXXX)
 chown postgres:postgres "$pgdata"; chmod 755 "$pgdata"
 trap 'rm -rf "$pgdata"' EXIT
-# cargo-pgrx links the extension it installs for the tests with `-Wl,--no-gc-sections` (for its
-# schema section on some aarch64 builds); as a rustflag that changes every crate's fingerprint, so
-# the installed library rebuilt the whole dependency tree that the test harness had just built
-# (7 of 14 minutes here). On this x86_64 toolchain the section is kept without it; the
-# release install (scripts/install.sh) keeps cargo-pgrx's default.
-CARGO_PGRX_DISABLE_GC_SECTIONS_WORKAROUND=1 cargo pgrx test pg15 --runas postgres --pgdata "$pgdata/data"
+cargo pgrx test pg15 --profile service --runas postgres --pgdata "$pgdata/data"
 
-section "install the release build"
+section "install the extension, the inference service and the API (service profile)"
 bash scripts/install.sh
 section "API crate tests (configuration, JWT checks, error statuses, metrics format)"
 cargo test --profile service -p biomedclip-api --quiet
