@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
 # The main command (`make demo`): builds and installs the extension (release), starts the embedded
-# cluster in .pgdata (git-ignored, owned by postgres, port 55432 on 127.0.0.1), creates the
+# cluster in .pgdata (git-ignored, owned by postgres, port 26432 on 127.0.0.1), creates the
 # extension and runs the SQL walk-through in scripts/demo.sql. Safe to run repeatedly.
 # BIOMEDCLIP_MODEL_DIR selects another model directory (default: the generated tiny test model).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-PORT=${DEMO_PORT:-55432}
+PORT=${DEMO_PORT:-26432}
 PGDATA_DIR="$ROOT/.pgdata"
 
 bash scripts/setup.sh
 # The install overwrites the loaded .so in place: stop the cluster first.
 bash scripts/pg_cluster.sh stop "$PGDATA_DIR"
+# The port sits below Linux's ephemeral range (32768-60999), where no outgoing connection can hold
+# it; a cluster an earlier demo made on another port (55432 until 2026-12) moves to this one.
+if [ -f "$PGDATA_DIR/postgresql.conf" ] && [ "$(grep -E '^port = ' "$PGDATA_DIR/postgresql.conf" | tail -1)" != "port = $PORT" ]; then
+  echo "port = $PORT" >> "$PGDATA_DIR/postgresql.conf"
+fi
 echo "demo: building and installing the extension (release)"
 bash scripts/install.sh
 bash scripts/pg_cluster.sh start "$PGDATA_DIR" "$PORT" \
@@ -27,7 +32,7 @@ echo "demo: connect with: psql -h 127.0.0.1 -p $PORT -U postgres"
 
 # The API service and its search page, as the role demo_reader (a token valid for 12 hours).
 API_DIR="$ROOT/.api"
-API_PORT=${DEMO_API_PORT:-55480}
+API_PORT=${DEMO_API_PORT:-26480}
 mkdir -p "$API_DIR"
 if [ -f "$API_DIR/pid" ]; then kill "$(cat "$API_DIR/pid")" 2>/dev/null || true; fi
 [ -f "$API_DIR/jwt_secret" ] || head -c 48 /dev/urandom | base64 | tr -d '\n' > "$API_DIR/jwt_secret"
