@@ -84,17 +84,7 @@ pub fn nearest_rows(centroids: &[f32], centroid_norms: &[f32], dim: usize, rows:
         return vec![(0, f32::INFINITY); n]; // as `nearest` over no centroids
     }
     let mut out = Vec::with_capacity(n);
-    for_each_score_row(centroids, k, dim, rows, |i, scores| {
-        let rn = row_norms[i];
-        let mut best = (0usize, f32::INFINITY);
-        for (j, (&s, &cn)) in scores.iter().zip(centroid_norms).enumerate() {
-            let d = rn + cn - 2.0 * s;
-            if d < best.1 {
-                best = (j, d);
-            }
-        }
-        out.push((best.0, best.1.max(0.0)));
-    });
+    for_each_score_row(centroids, k, dim, rows, |i, scores| out.push(closest_of(row_norms[i], centroid_norms, scores.iter().copied())));
     out
 }
 
@@ -152,9 +142,15 @@ fn normalize_rows(data: &mut [f32], dim: usize) {
 
 /// Index of the nearest centroid and the squared distance to it.
 pub fn nearest(centroids: &[f32], centroid_norms: &[f32], dim: usize, v: &[f32], v_norm: f32) -> (usize, f32) {
+    closest_of(v_norm, centroid_norms, centroids.chunks_exact(dim).map(|c| dot_f32(v, c)))
+}
+
+/// The first index of the smallest `|x|² + |c_j|² − 2 x·c_j` over the centroids, given `|x|²`,
+/// the `|c_j|²` and the dot products `x·c_j`, and that squared distance (at least 0).
+fn closest_of(row_norm: f32, centroid_norms: &[f32], dots: impl Iterator<Item = f32>) -> (usize, f32) {
     let mut best = (0usize, f32::INFINITY);
-    for (j, c) in centroids.chunks_exact(dim).enumerate() {
-        let d = v_norm + centroid_norms[j] - 2.0 * dot_f32(v, c);
+    for (j, (s, &cn)) in dots.zip(centroid_norms).enumerate() {
+        let d = row_norm + cn - 2.0 * s;
         if d < best.1 {
             best = (j, d);
         }

@@ -117,8 +117,8 @@ fn an_interrupt_stops_kmeans_between_steps() {
 }
 
 /// The blocked assignment (one matrix product per block of rows) picks the nearest centroid by
-/// exact f64 distances, up to rows almost equidistant from two centroids; with a block that does
-/// not divide the rows, more centroids than fit one block row, and on several threads.
+/// exact f64 distances, up to rows almost equidistant from two centroids; with blocks that do
+/// not divide the rows, 1,500 centroids (blocks of 174 rows), and on several threads.
 #[test]
 fn blocked_assignment_is_the_nearest_centroid() {
     for (n, dim, k, clusters) in [(5000, 32, 20, 20), (1999, 48, 1500, 30), (700, 7, 3, 3)] {

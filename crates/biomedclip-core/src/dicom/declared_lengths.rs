@@ -57,8 +57,9 @@ pub(crate) fn check_meta_group(from_dicm: &[u8]) -> Result<Option<(usize, String
         let Ok((header, header_bytes)) = decoder.decode_header(&mut cursor) else { return Ok(None) };
         let Some(len) = header.length().get() else { return Ok(None) };
         let at = 4 + cursor.position();
-        if len as u64 > total - at.min(total) {
-            return Err(too_long(header.tag(), len, total - at.min(total)));
+        let remaining = total.saturating_sub(at);
+        if len as u64 > remaining {
+            return Err(too_long(header.tag(), len, remaining));
         }
         if header.tag() == Tag(0x0002, 0x0010) {
             let value = &from_dicm[at as usize..at as usize + len as usize];
