@@ -94,46 +94,71 @@ const EX_PIN_SLOTS: usize = 256;
 
 /// Extended-code pages a scan keeps pinned (not locked) between refines, so that the hundreds of
 /// refines of a query look each page up once rather than once per candidate (the page lookup
-/// was most of a refine's cost). Direct-mapped by block; released at rescan and at the end of
-/// the scan. A failed query's pins are released by its resource owner, so nothing else releases
-/// them (dropping the scan state only frees memory). A backend may hold at most its share of
-/// shared buffers pinned (shared_buffers / (max backends + 16), as PostgreSQL's own bulk
-/// operations limit themselves), so that many concurrent scans cannot run out of buffers.
+/// was most of a refine's cost). A small open-addressing table by block number: a query's
+/// refines touch a few hundred pages spread over its lists, and the direct-mapped slots this
+/// replaces read about one page in three again after a collision (measured on real text
+/// embeddings: 282 extended-page reads per query for ~180 distinct pages). Released at rescan and
+/// at the end of the scan, and all at once when full. A failed query's pins are released by its
+/// resource owner, so nothing else releases them (dropping the scan state only frees memory). A
+/// backend may hold at most its share of shared buffers pinned (shared_buffers / (max backends +
+/// 16), as PostgreSQL's own bulk operations limit themselves), so that many concurrent scans
+/// cannot run out of buffers.
 pub struct ExPins {
-    slots: Vec<(pg_sys::BlockNumber, pg_sys::Buffer)>,
+    /// (block, buffer) or (INVALID_BLOCK, 0); a power of two at least twice `limit`.
+    table: Vec<(pg_sys::BlockNumber, pg_sys::Buffer)>,
+    pinned: usize,
+    limit: usize,
 }
 
 impl ExPins {
     pub fn new() -> ExPins {
-        ExPins { slots: Vec::new() }
+        ExPins { table: Vec::new(), pinned: 0, limit: 0 }
     }
 
-    /// The pinned buffer of `blkno`, reading (and pinning) it if its slot holds another page.
+    /// The table slot of `blkno`: where it is, or the free slot where it would go.
+    #[inline]
+    fn slot(&self, blkno: pg_sys::BlockNumber) -> usize {
+        let mask = self.table.len() - 1;
+        let mut i = (blkno.wrapping_mul(0x9E37_79B1) as usize) & mask;
+        while self.table[i].0 != blkno && self.table[i].0 != pages::INVALID_BLOCK {
+            i = (i + 1) & mask;
+        }
+        i
+    }
+
+    /// The pinned buffer of `blkno`, reading (and pinning) it the first time.
     unsafe fn get(&mut self, index: pg_sys::Relation, blkno: pg_sys::BlockNumber) -> pg_sys::Buffer {
-        if self.slots.is_empty() {
+        if self.table.is_empty() {
             let share = (pg_sys::NBuffers.max(0) as usize) / (pg_sys::MaxBackends.max(0) as usize + 16);
-            self.slots = vec![(pages::INVALID_BLOCK, 0); share.clamp(1, EX_PIN_SLOTS)];
+            self.limit = share.clamp(1, EX_PIN_SLOTS);
+            self.table = vec![(pages::INVALID_BLOCK, 0); (2 * self.limit).next_power_of_two()];
         }
-        let n = self.slots.len();
-        let slot = &mut self.slots[blkno as usize % n];
-        if slot.0 != blkno {
-            if slot.0 != pages::INVALID_BLOCK {
-                pg_sys::ReleaseBuffer(slot.1);
-            }
-            let buf = pg_sys::ReadBufferExtended(index, pg_sys::ForkNumber::MAIN_FORKNUM, blkno, pg_sys::ReadBufferMode::RBM_NORMAL, std::ptr::null_mut());
-            *slot = (blkno, buf);
+        let mut i = self.slot(blkno);
+        if self.table[i].0 == blkno {
+            return self.table[i].1;
         }
-        slot.1
+        if self.pinned == self.limit {
+            self.release();
+            i = self.slot(blkno);
+        }
+        let buf = pg_sys::ReadBufferExtended(index, pg_sys::ForkNumber::MAIN_FORKNUM, blkno, pg_sys::ReadBufferMode::RBM_NORMAL, std::ptr::null_mut());
+        self.table[i] = (blkno, buf);
+        self.pinned += 1;
+        buf
     }
 
-    /// Releases every pin (rescan, end of scan).
+    /// Releases every pin (rescan, end of scan, a full table).
     pub unsafe fn release(&mut self) {
-        for slot in self.slots.iter_mut() {
+        if self.pinned == 0 {
+            return;
+        }
+        for slot in self.table.iter_mut() {
             if slot.0 != pages::INVALID_BLOCK {
                 pg_sys::ReleaseBuffer(slot.1);
                 *slot = (pages::INVALID_BLOCK, 0);
             }
         }
+        self.pinned = 0;
     }
 }
 
