@@ -6,13 +6,17 @@ Datasets (DATASETS=real,clustered by default):
 - real: ../shared/data/ann/minilm_medical.npz, 31,152 x 384 real sentence embeddings, its 1,000
   queries, cosine;
 - clustered: N x 512 unit vectors (N=100000 by default) around 1,000 Gaussian centres, 200
-  queries, cosine. N=1000000 is the scale run (not part of the test command).
+  queries, cosine. N=1000000 is the scale run (not part of the test command; written to
+  RESULTS=benches/ivf/results_1m.md).
+
+Our RaBitQ index is also built with sqrt(rows) lists (the README's tuning advice for it) and
+compared head to head with hnsw, and its build time with pgvector ivfflat's at as many lists.
 
 Each index is swept over its search setting (probes, ef_search); the table reports, per method,
 the fastest setting whose recall@10 (against numpy's exact neighbours) is at least 0.95, with its
 p50/p95 latency (client round trips through psycopg on loopback, the same for every SQL method),
 build time and size. Per-vector scan cost: (p50 with every list probed - p50 with one) / the
-extra vectors scored. Writes benches/ivf/results.md.
+extra vectors scored. Writes benches/ivf/results.md (or $RESULTS).
 
 Run with: bash benches/ivf/run.sh
 """
@@ -29,6 +33,9 @@ PORT = int(sys.argv[1])
 TARGET = 0.95
 N = int(os.environ.get("N", "100000"))
 DATASETS = os.environ.get("DATASETS", "real,clustered").split(",")
+
+
+SQRT_RABITQ = "ivf (ours, RaBitQ, sqrt(rows) lists)"
 
 
 def real():
@@ -145,23 +152,36 @@ def run_dataset(conn, title, base, queries):
     conn.execute("VACUUM ANALYZE b_pgv")
     table_size = conn.execute("SELECT pg_table_size('b_ours')").fetchone()[0]
     result = {"title": title, "n": n, "dim": dim, "lists": lists, "table_size": table_size, "methods": {}}
-    probes = [p for p in (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 15, 20, 25, 30, 40, 60, 80, 100, 150, 200) if p <= lists] or [1]
+    # RaBitQ with more lists (the README's advice for it): about sqrt(rows), FAISS's lower end.
+    sqrt_lists = int(np.sqrt(n))
+    result["sqrt_lists"] = sqrt_lists
 
-    for name, quantizer in (("ivf (ours, full vectors)", "none"), ("ivf (ours, RaBitQ)", "rabitq")):
-        secs, size = build(conn, f"CREATE INDEX b_ours_idx ON b_ours USING ivf (emb embedding_cosine_ops) WITH (quantizer = {quantizer})", "b_ours_idx")
+    def probes_for(lists):
+        return [p for p in (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 25, 30, 40, 60, 80, 100, 150, 200) if p <= lists] or [1]
+    probes = probes_for(lists)
+
+    # Every build gets the memory to hold its data (pgvector's hnsw builds in memory only while
+    # its graph fits; the graph is about 1.6x the vectors).
+    conn.execute(f"SET maintenance_work_mem = '{max(256, int(n * dim * 4 * 1.6) // 2**20 + 64)}MB'")
+    configs = [("ivf (ours, full vectors)", "none", None), ("ivf (ours, RaBitQ)", "rabitq", None)]
+    if sqrt_lists != lists:
+        configs.append((SQRT_RABITQ, "rabitq", sqrt_lists))
+    for name, quantizer, with_lists in configs:
+        options = f"quantizer = {quantizer}" + (f", lists = {with_lists}" if with_lists else "")
+        index_lists = with_lists or lists
+        secs, size = build(conn, f"CREATE INDEX b_ours_idx ON b_ours USING ivf (emb embedding_cosine_ops) WITH ({options})", "b_ours_idx")
         default_plan = plan_uses(conn, "b_ours", "embedding", queries[0], "b_ours_idx")
         conn.execute("SET enable_seqscan = off")
-        rows = sweep(conn, "b_ours", "embedding", queries, truth, probes, lambda p: f"SET ivf.probes = {p}")
+        rows = sweep(conn, "b_ours", "embedding", queries, truth, probes_for(index_lists), lambda p: f"SET ivf.probes = {p}")
         # Per-vector scan cost from the latency difference between all lists and one list.
-        _, all_lat = timed(conn, "b_ours", "embedding", queries[:100], f"SET ivf.probes = {lists}")
+        _, all_lat = timed(conn, "b_ours", "embedding", queries[:100], f"SET ivf.probes = {index_lists}")
         _, one_lat = timed(conn, "b_ours", "embedding", queries[:100], "SET ivf.probes = 1")
-        per_vector_us = (np.median(all_lat) - np.median(one_lat)) * 1000 / max(1, n - n / lists)
+        per_vector_us = (np.median(all_lat) - np.median(one_lat)) * 1000 / max(1, n - n / index_lists)
         conn.execute("RESET enable_seqscan; RESET ivf.probes")
         conn.execute("DROP INDEX b_ours_idx")
         result["methods"][name] = {"build": secs, "size": size, "rows": rows, "setting": "probes", "default_plan_index": default_plan,
-                                   "per_vector_us": per_vector_us}
+                                   "per_vector_us": per_vector_us, "lists": index_lists}
 
-    conn.execute(f"SET maintenance_work_mem = '{max(256, n * dim * 4 // 2**20 + 64)}MB'")
     secs, size = build(conn, f"CREATE INDEX b_pgv_ivfflat ON b_pgv USING ivfflat (emb vector_cosine_ops) WITH (lists = {lists})", "b_pgv_ivfflat")
     conn.execute("SET enable_seqscan = off")
     rows = sweep(conn, "b_pgv", "vector", queries, truth, probes, lambda p: f"SET ivfflat.probes = {p}")
@@ -173,7 +193,13 @@ def run_dataset(conn, title, base, queries):
     rows = sweep(conn, "b_pgv", "vector", queries, truth, [10, 20, 30, 40, 60, 80, 120, 200, 400], lambda e: f"SET hnsw.ef_search = {e}")
     conn.execute("RESET enable_seqscan")
     result["methods"]["pgvector hnsw (m 16, ef_construction 64)"] = {"build": secs, "size": size, "rows": rows, "setting": "ef_search"}
-    result["head_to_head"] = head_to_head(conn, queries, result["methods"])
+    result["head_to_head"] = head_to_head(conn, queries, result["methods"], "ivf (ours, RaBitQ)", lists)
+    if SQRT_RABITQ in result["methods"]:
+        result["head_to_head_sqrt"] = head_to_head(conn, queries, result["methods"], SQRT_RABITQ, sqrt_lists)
+        # pgvector ivfflat with as many lists, for the build time at equal lists.
+        secs, _ = build(conn, f"CREATE INDEX b_pgv_ivfflat ON b_pgv USING ivfflat (emb vector_cosine_ops) WITH (lists = {sqrt_lists})", "b_pgv_ivfflat")
+        conn.execute("DROP INDEX b_pgv_ivfflat")
+        result["ivfflat_sqrt_build"] = secs
     conn.execute("DROP INDEX b_pgv_hnsw")
     conn.execute("RESET maintenance_work_mem; DROP TABLE b_ours; DROP TABLE b_pgv")
 
@@ -181,14 +207,15 @@ def run_dataset(conn, title, base, queries):
     return result
 
 
-def head_to_head(conn, queries, methods, rounds=3):
-    """ivf RaBitQ and pgvector hnsw, each at its fastest setting reaching the target, query by
-    query in turn (the sweeps above run one method after the other, so load on a shared machine
-    can favour either); the first round warms up. Returns (probes, ef_search, p50 ivf, p50 hnsw)."""
-    ours, peer = best(methods["ivf (ours, RaBitQ)"]["rows"]), best(methods["pgvector hnsw (m 16, ef_construction 64)"]["rows"])
+def head_to_head(conn, queries, methods, name, lists, rounds=3):
+    """An ivf RaBitQ index (`lists` lists) and pgvector hnsw, each at its fastest setting reaching
+    the target, query by query in turn (the sweeps above run one method after the other, so load
+    on a shared machine can favour either); the first round warms up. Returns (probes, ef_search,
+    p50 ivf, p50 hnsw)."""
+    ours, peer = best(methods[name]["rows"]), best(methods["pgvector hnsw (m 16, ef_construction 64)"]["rows"])
     if ours is None or peer is None:
         return None
-    conn.execute("CREATE INDEX b_ours_idx ON b_ours USING ivf (emb embedding_cosine_ops) WITH (quantizer = rabitq)")
+    conn.execute(f"CREATE INDEX b_ours_idx ON b_ours USING ivf (emb embedding_cosine_ops) WITH (quantizer = rabitq, lists = {lists})")
     texts = [text(q) for q in queries]
     lat = {"ivf": [], "hnsw": []}
     with conn.cursor() as cur:
@@ -248,7 +275,7 @@ def run_faiss(base, queries, truth, lists, probes):
 
 
 def write(results):
-    out = os.path.join(ROOT, "benches/ivf/results.md")
+    out = os.path.join(ROOT, os.environ.get("RESULTS", "benches/ivf/results.md"))
     with open(out, "w") as f:
         f.write("# ivf benchmark results\n\n")
         f.write(f"One run, side by side, {time.strftime('%Y-%m-%d')}, on this project's 2-core machine: our ivf, pgvector 0.8.6 "
@@ -258,7 +285,10 @@ def write(results):
                 f"setting of its sweep that reaches recall@10 >= {TARGET} against numpy's exact neighbours; cosine distance. "
                 "Builds use the default max_parallel_maintenance_workers (2).\n\n")
         for res in results:
-            f.write(f"## {res['title']}\n\nDefault lists (rows / 1000) = {res['lists']}; table (heap + TOAST) {res['table_size'] / 2**20:.1f} MiB.\n\n")
+            has_sqrt = SQRT_RABITQ in res["methods"]
+            rule = "rows / 1000" if res["n"] <= 1_000_000 else "sqrt(rows)"
+            others = f" for every IVF method but the one marked sqrt(rows) ({res['sqrt_lists']} lists)" if has_sqrt else ""
+            f.write(f"## {res['title']}\n\nDefault lists ({rule}) = {res['lists']}{others}; table (heap + TOAST) {res['table_size'] / 2**20:.1f} MiB.\n\n")
             f.write("| method | setting | p50 ms | p95 ms | recall@10 | build s | index MiB | index / table |\n|---|---|---|---|---|---|---|---|\n")
             bests = {}
             for name, m in res["methods"].items():
@@ -271,22 +301,27 @@ def write(results):
                 else:
                     f.write(f"| {name} | {m['setting']} {b[0]} | {b[1]:.2f} | {b[2]:.2f} | {b[3]:.3f} | {m['build']:.2f} | {size} | {ratio} |\n")
             f.write("\n")
-            for name in ("ivf (ours, full vectors)", "ivf (ours, RaBitQ)"):
+            for name in [m for m in ("ivf (ours, full vectors)", "ivf (ours, RaBitQ)", SQRT_RABITQ) if m in res["methods"]]:
                 m = res["methods"][name]
                 f.write(f"- {name}: per-vector scan cost {m['per_vector_us']:.3f} µs; the planner uses it at default settings: "
                         f"{'yes' if m['default_plan_index'] else 'no'}.\n")
-            ours = bests.get("ivf (ours, RaBitQ)")
-            for peer in ("pgvector hnsw (m 16, ef_construction 64)", "pgvector ivfflat"):
-                if ours and bests.get(peer):
-                    f.write(f"- ivf RaBitQ p50 / {peer} p50 = {ours[1] / bests[peer][1]:.2f}\n")
-            if res.get("head_to_head"):
-                p, e, a, b = res["head_to_head"]
-                f.write(f"- head to head, query by query in turn (every query, 2 rounds after a warm-up): "
-                        f"ivf RaBitQ probes {p} p50 {a:.2f} ms, hnsw ef_search {e} p50 {b:.2f} ms: **{a / b:.2f}**\n")
+            for label, name, key in (("RaBitQ", "ivf (ours, RaBitQ)", "head_to_head"), ("RaBitQ sqrt(rows) lists", SQRT_RABITQ, "head_to_head_sqrt")):
+                ours = bests.get(name)
+                for peer in ("pgvector hnsw (m 16, ef_construction 64)", "pgvector ivfflat"):
+                    if ours and bests.get(peer):
+                        f.write(f"- ivf {label} p50 / {peer} p50 = {ours[1] / bests[peer][1]:.2f}\n")
+                if res.get(key):
+                    p, e, a, b = res[key]
+                    f.write(f"- head to head, query by query in turn (every query, 2 rounds after a warm-up): "
+                            f"ivf {label} probes {p} p50 {a:.2f} ms, hnsw ef_search {e} p50 {b:.2f} ms: **{a / b:.2f}**\n")
             flat_build = res["methods"]["ivf (ours, full vectors)"]["build"]
             rq_build = res["methods"]["ivf (ours, RaBitQ)"]["build"]
             pgv_build = res["methods"]["pgvector ivfflat"]["build"]
-            f.write(f"- build / pgvector ivfflat build: full vectors {flat_build / pgv_build:.2f}, RaBitQ {rq_build / pgv_build:.2f}\n\n")
+            f.write(f"- build / pgvector ivfflat build, {res['lists']} lists: full vectors {flat_build / pgv_build:.2f}, RaBitQ {rq_build / pgv_build:.2f}\n")
+            if has_sqrt:
+                f.write(f"- build at {res['sqrt_lists']} lists: RaBitQ {res['methods'][SQRT_RABITQ]['build']:.2f} s, pgvector ivfflat "
+                        f"{res['ivfflat_sqrt_build']:.2f} s: {res['methods'][SQRT_RABITQ]['build'] / res['ivfflat_sqrt_build']:.2f}\n")
+            f.write("\n")
             f.write("<details><summary>Every setting measured</summary>\n\n| method | setting | p50 ms | p95 ms | recall@10 |\n|---|---|---|---|---|\n")
             for name, m in res["methods"].items():
                 for s, p50, p95, r in m["rows"]:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ivf benchmark (not a test): a throwaway cluster; our ivf against pgvector 0.8.6 (built from
 # ../shared/peers into the system PostgreSQL) and FAISS. Writes benches/ivf/results.md.
-# DATASETS=real,clustered (default) N=100000 (clustered rows; N=1000000 is the scale run).
+# DATASETS=real,clustered (default) N=100000 (clustered rows; N=1000000 is the scale run, with
+# RESULTS=benches/ivf/results_1m.md).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
