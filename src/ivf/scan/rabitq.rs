@@ -95,10 +95,10 @@ const EX_PIN_SLOTS: usize = 256;
 /// Extended-code pages a scan keeps pinned (not locked) between refines, so that the hundreds of
 /// refines of a query look each page up once rather than once per candidate (the page lookup
 /// was most of a refine's cost). A small open-addressing table by block number: a query's
-/// refines touch a few hundred pages spread over its lists, and the direct-mapped slots this
-/// replaces read about one page in three again after a collision (measured on real text
-/// embeddings: 282 extended-page reads per query for ~180 distinct pages). Released at rescan and
-/// at the end of the scan, and all at once when full. A failed query's pins are released by its
+/// refines touch a hundred or more pages in runs of consecutive blocks, and the direct-mapped
+/// slots this replaces let runs evict each other (measured on real text embeddings: 282
+/// code-page reads per query where 145 distinct pages are needed). Released at rescan and at
+/// the end of the scan, and all at once when full. A failed query's pins are released by its
 /// resource owner, so nothing else releases them (dropping the scan state only frees memory). A
 /// backend may hold at most its share of shared buffers pinned (shared_buffers / (max backends +
 /// 16), as PostgreSQL's own bulk operations limit themselves), so that many concurrent scans
