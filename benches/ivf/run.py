@@ -180,7 +180,7 @@ def run_dataset(conn, title, base, queries):
         conn.execute("RESET enable_seqscan; RESET ivf.probes")
         conn.execute("DROP INDEX b_ours_idx")
         result["methods"][name] = {"build": secs, "size": size, "rows": rows, "setting": "probes", "default_plan_index": default_plan,
-                                   "per_vector_us": per_vector_us, "lists": index_lists}
+                                   "per_vector_us": per_vector_us}
 
     secs, size = build(conn, f"CREATE INDEX b_pgv_ivfflat ON b_pgv USING ivfflat (emb vector_cosine_ops) WITH (lists = {lists})", "b_pgv_ivfflat")
     conn.execute("SET enable_seqscan = off")

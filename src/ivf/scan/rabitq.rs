@@ -8,7 +8,9 @@ use crate::ivf::{Metric, OpClass};
 use biomedclip_core::rabitq::{Factors, QueryLut};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
+use rustc_hash::FxBuildHasher;
 use std::cmp::Reverse;
+use std::collections::HashMap;
 
 /// What the next step of a RaBitQ scan found.
 pub enum Step {
@@ -90,75 +92,52 @@ pub unsafe fn read_codes(index: pg_sys::Relation, st: &mut ScanState, from: usiz
 }
 
 /// Most extended-code pages a scan keeps pinned.
-const EX_PIN_SLOTS: usize = 256;
+const MAX_EX_PINS: usize = 256;
 
 /// Extended-code pages a scan keeps pinned (not locked) between refines, so that the hundreds of
 /// refines of a query look each page up once rather than once per candidate (the page lookup
-/// was most of a refine's cost). A small open-addressing table by block number: a query's
-/// refines touch a hundred or more pages in runs of consecutive blocks, and the direct-mapped
-/// slots this replaces let runs evict each other (measured on real text embeddings: 282
-/// code-page reads per query where 145 distinct pages are needed). Released at rescan and at
-/// the end of the scan, and all at once when full. A failed query's pins are released by its
-/// resource owner, so nothing else releases them (dropping the scan state only frees memory). A
-/// backend may hold at most its share of shared buffers pinned (shared_buffers / (max backends +
-/// 16), as PostgreSQL's own bulk operations limit themselves), so that many concurrent scans
-/// cannot run out of buffers.
+/// was most of a refine's cost). A hash map by block number: a query's refines touch a hundred
+/// or more pages in runs of consecutive blocks, and the direct-mapped slots it replaces let runs
+/// evict each other (measured on real text embeddings: 282 code-page reads per query where 145
+/// distinct pages are needed). Released at rescan and at the end of the scan, and all at once
+/// when full. A failed query's pins are released by its resource owner, so nothing else releases
+/// them (dropping the scan state only frees memory). A backend may hold at most its share of
+/// shared buffers pinned (shared_buffers / (max backends + 16), as PostgreSQL's own bulk
+/// operations limit themselves), so that many concurrent scans cannot run out of buffers.
 pub struct ExPins {
-    /// (block, buffer) or (INVALID_BLOCK, 0); a power of two at least twice `limit`.
-    table: Vec<(pg_sys::BlockNumber, pg_sys::Buffer)>,
-    pinned: usize,
+    pinned: HashMap<pg_sys::BlockNumber, pg_sys::Buffer, FxBuildHasher>,
+    /// Most pages pinned at once (set at the first pin).
     limit: usize,
 }
 
 impl ExPins {
     pub fn new() -> ExPins {
-        ExPins { table: Vec::new(), pinned: 0, limit: 0 }
-    }
-
-    /// The table slot of `blkno`: where it is, or the free slot where it would go.
-    #[inline]
-    fn slot(&self, blkno: pg_sys::BlockNumber) -> usize {
-        let mask = self.table.len() - 1;
-        let mut i = (blkno.wrapping_mul(0x9E37_79B1) as usize) & mask;
-        while self.table[i].0 != blkno && self.table[i].0 != pages::INVALID_BLOCK {
-            i = (i + 1) & mask;
-        }
-        i
+        ExPins { pinned: HashMap::default(), limit: 0 }
     }
 
     /// The pinned buffer of `blkno`, reading (and pinning) it the first time.
     unsafe fn get(&mut self, index: pg_sys::Relation, blkno: pg_sys::BlockNumber) -> pg_sys::Buffer {
-        if self.table.is_empty() {
+        if let Some(&buf) = self.pinned.get(&blkno) {
+            return buf;
+        }
+        if self.limit == 0 {
             let share = (pg_sys::NBuffers.max(0) as usize) / (pg_sys::MaxBackends.max(0) as usize + 16);
-            self.limit = share.clamp(1, EX_PIN_SLOTS);
-            self.table = vec![(pages::INVALID_BLOCK, 0); (2 * self.limit).next_power_of_two()];
+            self.limit = share.clamp(1, MAX_EX_PINS);
+            self.pinned.reserve(self.limit);
         }
-        let mut i = self.slot(blkno);
-        if self.table[i].0 == blkno {
-            return self.table[i].1;
-        }
-        if self.pinned == self.limit {
+        if self.pinned.len() >= self.limit {
             self.release();
-            i = self.slot(blkno);
         }
         let buf = pg_sys::ReadBufferExtended(index, pg_sys::ForkNumber::MAIN_FORKNUM, blkno, pg_sys::ReadBufferMode::RBM_NORMAL, std::ptr::null_mut());
-        self.table[i] = (blkno, buf);
-        self.pinned += 1;
+        self.pinned.insert(blkno, buf);
         buf
     }
 
-    /// Releases every pin (rescan, end of scan, a full table).
+    /// Releases every pin (rescan, end of scan, a full map).
     pub unsafe fn release(&mut self) {
-        if self.pinned == 0 {
-            return;
+        for (_, buf) in self.pinned.drain() {
+            pg_sys::ReleaseBuffer(buf);
         }
-        for slot in self.table.iter_mut() {
-            if slot.0 != pages::INVALID_BLOCK {
-                pg_sys::ReleaseBuffer(slot.1);
-                *slot = (pages::INVALID_BLOCK, 0);
-            }
-        }
-        self.pinned = 0;
     }
 }
 
