@@ -9,6 +9,7 @@ use biomedclip_core::batching;
 use biomedclip_core::model::Output;
 use biomedclip_core::image_decode::ImageError;
 use biomedclip_core::preprocess::{self, PreprocessConfig};
+use biomedclip_core::tokenize::TextError;
 use pgrx::prelude::*;
 use pgrx::{pg_sys, JsonB};
 
@@ -128,10 +129,15 @@ pub(crate) fn image_batch_output(images: &[&[u8]], elements: Option<&[usize]>, o
     out
 }
 
-pub(crate) fn tokenize(text: &str) -> Vec<u32> {
-    let (ids, cut) = model_cache::with_model(|m| m.tokenizer().map(|t| t.encode_reporting(text)))
+/// Token ids of `text` and whether the context cut it. A long text is tokenized in pieces, and a
+/// query cancel or statement timeout is seen between them (and before each text).
+fn encode_text(text: &str) -> Result<(Vec<u32>, bool), TextError> {
+    model_cache::with_model(|m| m.tokenizer().map(|t| t.encode_watched(text, &model_cache::pg_interrupt_pending)))
         .unwrap_or_else(|e| model_cache::raise_model_error(e))
-        .unwrap_or_else(|e| raise_text_error(e));
+}
+
+pub(crate) fn tokenize(text: &str) -> Vec<u32> {
+    let (ids, cut) = encode_text(text).unwrap_or_else(|e| raise_text_error(e));
     if cut {
         notice_truncation_once(ids.len());
     }
@@ -157,15 +163,16 @@ fn notice_truncation_once(context: usize) {
 
 /// Token ids of an array element, or None (with a WARNING) under on_error = null.
 fn tokenize_element(text: &str, element: Option<usize>) -> Option<Vec<u32>> {
-    match model_cache::with_model(|m| m.tokenizer().map(|t| t.encode_reporting(text))).unwrap_or_else(|e| model_cache::raise_model_error(e)) {
+    match encode_text(text) {
         Ok((ids, cut)) => {
             if cut {
                 notice_truncation_once(ids.len());
             }
             Some(ids)
         }
+        Err(TextError::Interrupted) => raise_text_error(TextError::Interrupted),
         Err(err) => {
-            skip_or_raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, err.to_string(), element);
+            skip_or_raise(model_cache::text_error_code(&err), err.to_string(), element);
             None
         }
     }

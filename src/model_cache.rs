@@ -132,8 +132,20 @@ pub fn raise(code: PgSqlErrorCode, message: String) -> ! {
     ereport!(ERROR, code, message);
 }
 
+pub fn text_error_code(e: &TextError) -> PgSqlErrorCode {
+    match e {
+        TextError::TooLong { .. } => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+        TextError::Interrupted => PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
+        _ => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+    }
+}
+
 pub fn raise_text_error(e: TextError) -> ! {
-    ereport!(ERROR, PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string());
+    if e == TextError::Interrupted {
+        // PostgreSQL's own cancel, timeout or termination error.
+        pgrx::check_for_interrupts!();
+    }
+    ereport!(ERROR, text_error_code(&e), e.to_string());
 }
 
 fn current_key() -> CacheKey {

@@ -17,9 +17,56 @@ use unicode_normalization::UnicodeNormalization;
 
 /// The full cleaning open_clip applies before tokenization.
 pub fn clean(text: &str) -> String {
-    let fixed = ftfy_fix_text(text);
-    let unescaped = html_unescape(&html_unescape(&fixed));
-    collapse_whitespace(&unescaped)
+    PieceCleaner::new(text).clean(0, text.len())
+}
+
+/// Whether a text may be cut just before byte `at` for [`PieceCleaner`]: an ASCII space, tab or
+/// line feed.
+pub fn is_piece_cut(text: &[u8], at: usize) -> bool {
+    matches!(text.get(at), Some(b' ' | b'\t' | b'\n'))
+}
+
+/// Cleans a text piece by piece, each piece cut just before an ASCII space, tab or line feed
+/// ([`is_piece_cut`]). The non-empty cleanings of consecutive pieces, joined by single spaces,
+/// are exactly [`clean`] of the whole text, because no step looks across such a cut: HTML
+/// entities (CPython's and ftfy's), terminal escapes and "\r\n" never hold one of those
+/// characters, none of them takes part in a canonical composition, and the final whitespace
+/// collapse makes them all one separator. The one rule that does look across is ftfy's: a line
+/// holding '<' keeps its entities (and so do the lines after it). That is decided on the whole
+/// line of the whole text when the line begins, so a piece ending mid-line sees the '<' that
+/// comes after it.
+pub struct PieceCleaner<'a> {
+    text: &'a str,
+    /// ftfy's `unescape_html = "auto"`: off from the first line holding '<'.
+    unescape: bool,
+    /// End (after its '\n') of the line being cleaned.
+    line_end: usize,
+}
+
+impl<'a> PieceCleaner<'a> {
+    pub fn new(text: &'a str) -> Self {
+        PieceCleaner { text, unescape: true, line_end: 0 }
+    }
+
+    /// The cleaning of `text[start..end]`. Pieces are cleaned in order from 0, each starting
+    /// where the last ended, and each but the last ends at a cut ([`is_piece_cut`]).
+    pub fn clean(&mut self, start: usize, end: usize) -> String {
+        let mut fixed = String::with_capacity(end - start);
+        let mut at = start;
+        // ftfy.fix_text without mojibake repair: line by line.
+        for segment in self.text[start..end].split_inclusive('\n') {
+            if at >= self.line_end {
+                let rest = &self.text[at..];
+                self.line_end = at + rest.find('\n').map_or(rest.len(), |i| i + 1);
+                if self.text[at..self.line_end].contains('<') {
+                    self.unescape = false;
+                }
+            }
+            fixed.push_str(&ftfy_fix_segment(segment, self.unescape));
+            at += segment.len();
+        }
+        collapse_whitespace(&html_unescape(&html_unescape(&fixed)))
+    }
 }
 
 fn html5_lookup(name: &str) -> Option<&'static str> {
@@ -284,18 +331,4 @@ fn ftfy_fix_segment(segment: &str, unescape: bool) -> String {
             return text;
         }
     }
-}
-
-/// ftfy.fix_text without mojibake repair. Lines are fixed one by one; once a line contains '<',
-/// HTML entities are left alone for the rest of the text (ftfy's "auto" rule).
-pub fn ftfy_fix_text(text: &str) -> String {
-    let mut unescape = true;
-    let mut out = String::with_capacity(text.len());
-    for segment in text.split_inclusive('\n') {
-        if segment.contains('<') {
-            unescape = false;
-        }
-        out.push_str(&ftfy_fix_segment(segment, unescape));
-    }
-    out
 }

@@ -21,6 +21,7 @@ fn every_shared_caption_gives_the_reference_ids() {
     let data = common::shared_data();
     let mut total = 0;
     let mut mismatches = Vec::new();
+    let mut piece_mismatches = Vec::new();
     for file in ["captions/roco_validation_radiology.jsonl", "captions/roco_validation_nonradiology.jsonl", "medpix/captions.jsonl"] {
         let text = std::fs::read_to_string(data.join(file)).unwrap();
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -32,15 +33,24 @@ fn every_shared_caption_gives_the_reference_ids() {
                 ids: serde_json::from_value(ids.clone()).unwrap(),
             };
             total += 1;
-            let ours = tok.encode(&cap.text).unwrap();
+            let (ours, ours_cut) = tok.encode_reporting(&cap.text).unwrap();
             if ours != cap.ids {
                 mismatches.push(cap.id.clone());
+            }
+            // The same ids when the text is cleaned and tokenized in small pieces (cut before
+            // every space, tab or line feed for 1-byte pieces), as long texts are.
+            for piece in [1, 7, 64] {
+                let (pieces, cut) = tok.encode_in_pieces(&cap.text, piece, 1 << 20, &|| false).unwrap();
+                if pieces != cap.ids || cut != ours_cut {
+                    piece_mismatches.push((piece, cap.id.clone()));
+                }
             }
         }
     }
     println!("tokenizer parity: {} of {total} captions identical", total - mismatches.len());
     assert!(total >= 8791, "expected all shared captions, found {total}");
     assert!(mismatches.is_empty(), "{} captions differ, e.g. {:?}", mismatches.len(), &mismatches[..mismatches.len().min(5)]);
+    assert!(piece_mismatches.is_empty(), "{} differ in pieces, e.g. {:?}", piece_mismatches.len(), &piece_mismatches[..piece_mismatches.len().min(5)]);
 }
 
 #[test]
