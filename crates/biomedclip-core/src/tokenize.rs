@@ -9,7 +9,7 @@
 //! whole. The pieces are cut before ASCII whitespace, where neither the cleaning
 //! ([`text_clean::PieceCleaner`]) nor a BERT tokenizer (per-character normalizer, a pre-tokenizer
 //! that splits words at whitespace, WordPiece within a word) looks across, so the ids are the
-//! whole text's; tests/tokenize_parity.rs checks that against HF tokenizers in Python.
+//! whole text's; tests/tokenize_long_texts.rs checks that against HF tokenizers in Python.
 
 use crate::text_clean::{self, PieceCleaner};
 use std::fmt;
