@@ -1,8 +1,10 @@
 //! Text embeddings cached per backend, keyed by (model manifest SHA-256, text): zero-shot prompts
 //! and `biomedclip_embed_text`. A call inline in a query (`WHERE emb <=> biomedclip_embed_text('x')
 //! < 0.9`) runs once per row; with the cache, the model runs once per backend for that text.
-//! Keyed by the model, so switching models never returns another model's vector. Bounded:
-//! 4,096 entries (about 8 MiB of 512-d vectors); the least recently used entry goes first.
+//! Keyed by the model, so switching models never returns another model's vector, and by the
+//! text's SHA-256, not the text: a long report is not held in the cache (2,000 distinct 100 KB
+//! texts grew a backend by 257 MiB when the texts were the keys). Bounded: 4,096 entries (about
+//! 8.5 MiB with 512-d vectors); the least recently used entry goes first.
 
 use crate::model_cache;
 use std::cell::{Cell, RefCell};
@@ -56,7 +58,7 @@ pub fn model_texts() -> u64 {
 /// Embeddings of `texts` for the active model, running the model only for texts not cached.
 pub fn embeddings(texts: &[String]) -> Vec<Vec<f32>> {
     let sha = model_cache::with_model(|m| m.manifest_sha256().to_string());
-    let keys: Vec<(String, String)> = texts.iter().map(|t| (sha.clone(), t.clone())).collect();
+    let keys: Vec<(String, String)> = texts.iter().map(|t| (sha.clone(), biomedclip_core::model::sha256_hex(t.as_bytes()))).collect();
     let mut found: Vec<Option<Vec<f32>>> = CACHE.with(|c| keys.iter().map(|k| c.borrow_mut().get(k)).collect());
     let missing: Vec<usize> = (0..keys.len()).filter(|&i| found[i].is_none()).collect();
     if !missing.is_empty() {

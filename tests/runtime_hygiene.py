@@ -165,6 +165,30 @@ def timeout_latency():
           f"ended after {ms:.0f} ms for a 1500 ms timeout (one client round trip included); SQLSTATE {code}")
 
 
+def text_cache_holds_no_text():
+    """The backend's text cache (biomedclip_embed_text, zero-shot prompts) is keyed by the text's
+    SHA-256: embedding many distinct long texts does not keep them in the backend, and the same
+    texts again are answered from the cache."""
+    with connect() as c:
+        pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+        def rss_mib():
+            with open(f"/proc/{pid}/status") as f:
+                return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) / 1024
+
+        c.execute("SELECT biomedclip_embed_text('warm up')")
+        texts = "SELECT count(biomedclip_embed_text(g || ' report ' || repeat('pleural effusion ', 6000))) FROM generate_series(1, 600) g"
+        before = rss_mib()
+        c.execute(texts)
+        grown = rss_mib() - before
+        misses = c.execute("SELECT biomedclip_prompt_cache_misses()").fetchone()[0]
+        c.execute(texts)
+        again = c.execute("SELECT biomedclip_prompt_cache_misses()").fetchone()[0] - misses
+    # 600 x 100 KB texts as keys would be 60 MB; their hashes and vectors are 1.3 MB.
+    check("the text cache keeps no text: 600 distinct 100 KB texts", grown < 20 and again == 0,
+          f"backend RSS grew {grown:.1f} MiB (the texts: 60 MB); the same texts again through the model: {again}")
+
+
 def long_call_really_is_long():
     start = time.monotonic()
     psql(LONG_CALL)
@@ -392,6 +416,7 @@ worker_threads_block_signals()
 long_call_really_is_long()
 cancel_latency()
 timeout_latency()
+text_cache_holds_no_text()
 cancel_during_load()
 exits_during_first_load()
 timeouts_in_decoding()
