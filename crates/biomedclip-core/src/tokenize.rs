@@ -116,6 +116,7 @@ impl TextTokenizer {
             }
             return self.encode_cleaned_reporting(&nonempty(text_clean::clean(text))?);
         };
+        let (piece, max_piece) = (piece.max(1), max_piece.max(piece.max(1)));
         let budget = self.context_length - 2;
         let mut cleaner = PieceCleaner::new(text);
         let mut content: Vec<u32> = Vec::new();
@@ -126,7 +127,7 @@ impl TextTokenizer {
             if start > 0 && interrupted() {
                 return Err(TextError::Interrupted);
             }
-            let end = next_cut(text.as_bytes(), start, piece.max(1), max_piece.max(piece.max(1)))?;
+            let end = next_cut(text.as_bytes(), start, piece, max_piece)?;
             let cleaned = cleaner.clean(start, end);
             if !cleaned.is_empty() {
                 any_text = true;
